@@ -1,0 +1,4 @@
+-- Deploy loopctl:extensions to pg
+begin;
+\ir ../../sql/extensions.sql
+commit;

@@ -1,0 +1,4 @@
+-- Deploy loopctl:roles to pg
+begin;
+\ir ../../sql/roles.sql
+commit;

@@ -1,0 +1,4 @@
+-- Deploy loopctl:schemas to pg
+begin;
+\ir ../../sql/schemas.sql
+commit;

@@ -1,0 +1,38 @@
+"""The FastAPI application: what Postgres cannot do itself, around the SQL API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from loopctl import __version__, health
+from loopctl.config import Settings
+from loopctl.db import make_pool
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    pool = make_pool(database_url, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.open(wait=False)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="loopctl",
+        version=__version__,
+        summary="Structural trust for AI development loops",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/v1/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.include_router(health.router)
+    return app
