@@ -9,6 +9,7 @@
 --   loopctl_owner          owns the app and api schemas and the SECURITY DEFINER functions
 --   loopctl_audit          owns the audit trail; no API role is a member of it
 --   loopctl_analyst        group of the per-tenant analyst login roles (reporting views only)
+--   loopctl_auth           owns the identity resolver: reads keys across tenants (BYPASSRLS)
 do $$
 declare
   r record;
@@ -21,7 +22,8 @@ begin
       ('loopctl_agent',        'nologin'),
       ('loopctl_owner',        'nologin'),
       ('loopctl_audit',        'nologin'),
-      ('loopctl_analyst',      'nologin')) as t(name, attrs)
+      ('loopctl_analyst',      'nologin'),
+      ('loopctl_auth',         'nologin bypassrls')) as t(name, attrs)
   loop
     if not exists (select 1 from pg_roles where rolname = r.name) then
       execute format('create role %I %s', r.name, r.attrs);

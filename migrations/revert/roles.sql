@@ -6,7 +6,7 @@ declare
 begin
   foreach name in array array['authenticator', 'loopctl_anon', 'loopctl_user',
       'loopctl_orchestrator', 'loopctl_agent', 'loopctl_owner', 'loopctl_audit',
-      'loopctl_analyst']
+      'loopctl_analyst', 'loopctl_auth']
   loop
     continue when not exists (select 1 from pg_roles where rolname = name);
     execute format('drop owned by %I', name);

@@ -1,5 +1,5 @@
 -- Verify loopctl:schemas on pg
-select 1 / (count(*) = 3)::int from pg_namespace where nspname in ('app', 'audit', 'api');
+select 1 / (count(*) = 4)::int from pg_namespace where nspname in ('app', 'audit', 'api', 'auth');
 select 1 / (pg_catalog.pg_get_userbyid(nspowner) = 'loopctl_audit')::int
   from pg_namespace where nspname = 'audit';
 -- PUBLIC may not use the private schemas.

@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -130,10 +131,13 @@ def as_api_role(
     role: str,
     claims: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    *,
+    commit: bool = False,
 ) -> Iterator[psycopg.Connection[Any]]:
     """Run statements as PostgREST would for a request: one transaction, SET LOCAL ROLE,
-    request.jwt.claims and request.headers set locally; rolled back afterwards."""
-    with conn.transaction(force_rollback=True):
+    request.jwt.claims and request.headers set locally; rolled back afterwards unless
+    commit=True. `conn` must be in autocommit mode."""
+    with conn.transaction(force_rollback=not commit):
         conn.execute(sql.SQL("set local role {}").format(sql.Identifier(role)))
         conn.execute("select set_config('request.jwt.claims', %s, true)",
                      (json.dumps(claims or {}),))
@@ -198,3 +202,83 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- tenants, keys and agents for tests ----------------------------------------------------
+def key_hash(raw_key: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@dataclass
+class Key:
+    """A raw API key and what it is: enough to act as it through as_key()."""
+
+    raw: str
+    role: str  # 'user' | 'orchestrator' | 'agent'
+    tenant_id: str
+    id: str
+    agent_id: str | None = None
+
+    @property
+    def claims(self) -> dict[str, Any]:
+        return {"role": f"loopctl_{self.role}", "key_hash": key_hash(self.raw)}
+
+    @property
+    def db_role(self) -> str:
+        return f"loopctl_{self.role}"
+
+
+@dataclass
+class Tenant:
+    id: str
+    slug: str
+    user_key: Key
+
+
+def create_tenant(admin: psycopg.Connection[Any], slug: str | None = None,
+                  settings: dict[str, Any] | None = None) -> Tenant:
+    """A tenant and its first user key, created as the signup page does (admin connection)."""
+    slug = slug or f"t-{uuid.uuid4().hex[:10]}"
+    row = admin.execute(
+        "select app.create_tenant(%s, %s, %s, %s::jsonb)",
+        (f"Tenant {slug}", slug, f"owner@{slug}.example", json.dumps(settings or {})),
+    ).fetchone()
+    assert row is not None
+    data = row[0]
+    key = data["api_key"]
+    tenant_id = data["tenant"]["id"]
+    return Tenant(tenant_id, slug, Key(key["raw_key"], "user", tenant_id, key["id"]))
+
+
+def create_agent_key(admin: psycopg.Connection[Any], tenant_id: str, role: str,
+                     agent_name: str | None = None, *, agent_type: str | None = None,
+                     expires_at: str | None = None) -> Key:
+    """A key of `role`, bound to a new agent named `agent_name` when one is given (admin
+    connection: test set-up only; the API paths are tested through their own functions)."""
+    agent_id = None
+    with admin.transaction():
+        if agent_name:
+            agent_id = str(uuid.uuid4())
+            admin.execute(
+                "insert into app.agents (tenant_id, id, name, agent_type, lineage) "
+                "values (%s, %s, %s, %s, array[%s::uuid])",
+                (tenant_id, agent_id, agent_name,
+                 agent_type or ("orchestrator" if role == "orchestrator" else "implementer"),
+                 agent_id),
+            )
+        row = admin.execute(
+            "select app.mint_key(%s, %s, %s, %s, %s::timestamptz)",
+            (tenant_id, agent_name or f"{role}-key", role, agent_id, expires_at),
+        ).fetchone()
+    assert row is not None
+    return Key(row[0]["raw_key"], role, tenant_id, row[0]["id"], agent_id)
+
+
+@contextmanager
+def as_key(conn: psycopg.Connection[Any], key: Key, *, commit: bool = False,
+           headers: dict[str, str] | None = None) -> Iterator[psycopg.Connection[Any]]:
+    """Act as the holder of `key`, exactly as a gateway request would."""
+    with as_api_role(conn, key.db_role, key.claims, headers, commit=commit) as c:
+        yield c

@@ -1,0 +1,7 @@
+-- Verify loopctl:functions on pg
+select 'app.current_identity()'::regprocedure, 'app.current_tenant_id()'::regprocedure,
+       'auth.authenticate(text)'::regprocedure;
+-- Every table in app and audit has RLS enabled and forced.
+select 1 / (count(*) = 0)::int from pg_class c join pg_namespace n on n.oid = c.relnamespace
+ where n.nspname in ('app', 'audit') and c.relkind = 'r'
+   and not (c.relrowsecurity and c.relforcerowsecurity);
