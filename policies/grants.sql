@@ -20,3 +20,7 @@ grant execute on function app.current_identity(), app.current_tenant_id()
 grant execute on function auth.authenticate(text) to authenticator;
 
 grant execute on function api.whoami() to loopctl_user, loopctl_orchestrator, loopctl_agent;
+
+-- Shared helpers used inside API functions (run as loopctl_owner) and by other owners.
+grant execute on function app.emit_event(uuid, text, jsonb, uuid, text, uuid),
+  app.assert_budget_allows(uuid, uuid, uuid) to loopctl_owner;

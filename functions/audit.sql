@@ -1,0 +1,1 @@
+-- Audit trail: triggers on every tenant table, append-only guards, hash-chain seal and verify, change feed, story history (issue #3)

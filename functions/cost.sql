@@ -1,0 +1,1 @@
+-- Token usage, budgets (warn/block), anomalies, analytics views, skills (issue #5)

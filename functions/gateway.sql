@@ -1,0 +1,1 @@
+-- Gateway support in SQL: rate limiting shared by all processes, pre-request (issue #4)

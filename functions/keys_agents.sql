@@ -1,0 +1,1 @@
+-- Tenant, API keys, agents, dispatch lineage, analyst roles (issue #3)

@@ -1,0 +1,1 @@
+-- Knowledge wiki: articles, links, search, lint, extraction jobs (issue #8)

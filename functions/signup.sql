@@ -1,0 +1,1 @@
+-- Passkey signup/sign-in: challenges, credentials, sessions (issue #9)

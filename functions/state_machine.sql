@@ -1,0 +1,1 @@
+-- Story lifecycle and the three identity gates (issue #3)

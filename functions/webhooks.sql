@@ -1,0 +1,1 @@
+-- Webhook subscriptions, outbox -> deliveries, claiming with SKIP LOCKED, backoff (issue #6)

@@ -1,0 +1,1 @@
+-- Work model: projects, epics, stories, criteria, dependencies, artifacts, import/export, progress, graph (issue #3)

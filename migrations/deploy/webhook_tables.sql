@@ -1,0 +1,4 @@
+-- Deploy loopctl:webhook_tables to pg
+begin;
+\ir ../../sql/webhook_tables.sql
+commit;

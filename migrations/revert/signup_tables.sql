@@ -1,0 +1,4 @@
+-- Revert loopctl:signup_tables from pg
+begin;
+-- drop table if exists ... cascade;
+commit;

@@ -1,0 +1,2 @@
+-- Verify loopctl:webhook_tables on pg (fill in: select the columns of every table of this change)
+select 1;

@@ -1,0 +1,1 @@
+-- Grants for functions/cost.sql (API roles get EXECUTE / SELECT explicitly; nothing to PUBLIC).

@@ -1,0 +1,1 @@
+-- Grants for functions/signup.sql (API roles get EXECUTE / SELECT explicitly; nothing to PUBLIC).

@@ -1,0 +1,1 @@
+-- Grants for functions/state_machine.sql (API roles get EXECUTE / SELECT explicitly; nothing to PUBLIC).

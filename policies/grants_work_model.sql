@@ -1,0 +1,1 @@
+-- Grants for functions/work_model.sql (API roles get EXECUTE / SELECT explicitly; nothing to PUBLIC).

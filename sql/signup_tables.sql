@@ -1,0 +1,1 @@
+-- signup_tables: tables go here (owner loopctl_owner; every key leads with tenant_id).
