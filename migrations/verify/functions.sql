@@ -5,3 +5,7 @@ select 'app.current_identity()'::regprocedure, 'app.current_tenant_id()'::regpro
 select 1 / (count(*) = 0)::int from pg_class c join pg_namespace n on n.oid = c.relnamespace
  where n.nspname in ('app', 'audit') and c.relkind = 'r'
    and not (c.relrowsecurity and c.relforcerowsecurity);
+-- keys_agents
+select 'api.register_agent(text, text)'::regprocedure,
+       'api.create_dispatch(text, text, uuid, integer, text)'::regprocedure,
+       'api.create_api_key(text, text, uuid, timestamptz)'::regprocedure;

@@ -32,7 +32,9 @@ def run_sqitch(
     )
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        detail = " | ".join(lines[-3:]) or f"exit {proc.returncode}"
+        # psql's own ERROR line says what broke; sqitch's last lines only say that it did.
+        errors = [ln for ln in lines if "ERROR:" in ln][:1]
+        detail = " | ".join(errors + lines[-2:]) or f"exit {proc.returncode}"
         raise MigrationError(f"sqitch {command} failed: {detail}")
     return proc
 
