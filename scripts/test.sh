@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --test
-.venv/bin/ruff check service tests bench
+.venv/bin/ruff check .
 exec .venv/bin/pytest -n "${LOOPCTL_TEST_WORKERS:-auto}" "$@"
