@@ -9,3 +9,6 @@ select 1 / (count(*) = 0)::int from pg_class c join pg_namespace n on n.oid = c.
 select 'api.register_agent(text, text)'::regprocedure,
        'api.create_dispatch(text, text, uuid, integer, text)'::regprocedure,
        'api.create_api_key(text, text, uuid, timestamptz)'::regprocedure;
+-- Cost intelligence: the hooks the state machine calls.
+select 'app.record_token_usage(uuid, jsonb)'::regprocedure,
+       'app.assert_budget_allows(uuid, uuid, uuid)'::regprocedure;
