@@ -25,6 +25,11 @@ create table audit.entries (
 );
 create index entries_by_tenant on audit.entries (tenant_id, id);
 create index entries_by_entity on audit.entries (tenant_id, entity_type, entity_id, id);
+-- Story history: rows that belong to a story (reviews, artifacts, verification results, ...)
+-- carry its id in their state.
+create index entries_by_story on audit.entries
+  (tenant_id, ((coalesce(new_state, old_state) ->> 'story_id')), id)
+  where coalesce(new_state, old_state) ? 'story_id';
 
 -- Entries not yet linked into their tenant's chain: a queue (rows leave when sealed).
 create table audit.pending (

@@ -12,3 +12,8 @@ select 'api.register_agent(text, text)'::regprocedure,
 -- Cost intelligence: the hooks the state machine calls.
 select 'app.record_token_usage(uuid, jsonb)'::regprocedure,
        'app.assert_budget_allows(uuid, uuid, uuid)'::regprocedure;
+-- Audit: the sealer, the verifier and the change feed exist; app.stories is audited.
+select 'audit.seal(uuid, integer)'::regprocedure, 'audit.verify_chain(uuid)'::regprocedure,
+       'api.changes(text, uuid, text, text, integer)'::regprocedure;
+select 1 / count(*)::int from pg_trigger
+ where tgrelid = 'app.stories'::regclass and tgname = 'audit_record_change';
