@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from loopctl import __version__, health
 from loopctl.config import Settings
 from loopctl.db import make_pool
+from loopctl.mcp_tools.mount import mount_mcp
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
@@ -19,7 +20,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
         try:
-            yield
+            async with mcp_running:
+                yield
         finally:
             pool.close()
 
@@ -35,4 +37,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.settings = settings
     app.state.pool = pool
     app.include_router(health.router)
+    mcp_running = mount_mcp(app)
     return app

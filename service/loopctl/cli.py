@@ -63,6 +63,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_mcp(args: argparse.Namespace, settings: Settings) -> int:
+    from loopctl.mcp_tools.stdio import run_stdio
+
+    return run_stdio()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loopctl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     mig.add_argument("--revert", action="store_true", help="revert instead of deploy")
     mig.add_argument("--to", help="target change (deploy up to / revert down to)")
     mig.set_defaults(func=cmd_migrate)
+    mcp = sub.add_parser("mcp", help="MCP server over stdio (LOOPCTL_SERVER, LOOPCTL_*_KEY)")
+    mcp.set_defaults(func=cmd_mcp)
     return parser
 
 
