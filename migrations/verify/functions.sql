@@ -17,3 +17,7 @@ select 'audit.seal(uuid, integer)'::regprocedure, 'audit.verify_chain(uuid)'::re
        'api.changes(text, uuid, text, text, integer)'::regprocedure;
 select 1 / count(*)::int from pg_trigger
  where tgrelid = 'app.stories'::regclass and tgname = 'audit_record_change';
+-- The state machine and its single gate function.
+select 'app.custody_gate(app.stories, app.identity, text)'::regprocedure,
+       'api.verify_story(uuid, text, text, text)'::regprocedure,
+       'api.bulk_verify(uuid[], text, text, text)'::regprocedure;
