@@ -5,8 +5,8 @@
 --
 -- Which budgets apply: every explicit budget on the story, its epic, its project and the
 -- acting agent, each against its own scope's running total (app.cost_totals). The tenant
--- default (settings default_budget_millicents / default_budget_tokens, mode from
--- default_budget_mode, 'warn' unless set) stands in for a project budget where the project
+-- default (settings default_budget_millicents / default_budget_tokens; it only warns, blocking
+-- needs an explicit budget) stands in for a project budget where the project
 -- has none. "Inheritance" (story → epic → project → tenant default) is the budget that
 -- governs a story for display: the nearest one (app.governing_budget).
 set role loopctl_owner;
@@ -36,7 +36,7 @@ language sql stable as $$
   budgets as (
     select b.id::text as budget_key, b.id as budget_id, b.scope_type, b.scope_id,
            b.limit_millicents, b.limit_tokens,
-           coalesce(b.alert_threshold_pct, (s.settings ->> 'budget_alert_threshold_pct')::int,
+           coalesce(b.alert_threshold_pct, (s.settings ->> 'budget_alert_threshold_pct')::numeric::int,
                     80) as threshold_pct,
            b.mode, sc.depth
       from scopes sc
@@ -46,10 +46,10 @@ language sql stable as $$
      where sc.scope_id is not null
     union all
     select 'default:project:' || p_project_id, null, 'project', p_project_id,
-           (s.settings ->> 'default_budget_millicents')::bigint,
-           (s.settings ->> 'default_budget_tokens')::bigint,
-           coalesce((s.settings ->> 'budget_alert_threshold_pct')::int, 80),
-           coalesce(s.settings ->> 'default_budget_mode', 'warn'), 4
+           (s.settings ->> 'default_budget_millicents')::numeric::bigint,
+           (s.settings ->> 'default_budget_tokens')::numeric::bigint,
+           coalesce((s.settings ->> 'budget_alert_threshold_pct')::numeric::int, 80),
+           'warn', 4
       from s
      where p_project_id is not null
        and (s.settings ->> 'default_budget_millicents' is not null
@@ -182,6 +182,147 @@ language sql stable as $$
          lateral app.applicable_budgets(p_tenant_id, st.id, st.epic_id, st.project_id, null) b
    where st.tenant_id = p_tenant_id and st.id = p_story_id
    limit 1
+$$;
+
+-- A budget with its current use (explicit budgets; the tenant default is reported by
+-- app.governing_budget).
+create or replace function app.budget_json(b app.token_budgets) returns jsonb
+language sql stable as $$
+  select jsonb_build_object(
+    'id', b.id, 'scope_type', b.scope_type, 'scope_id', b.scope_id,
+    'limit_millicents', b.limit_millicents, 'limit_tokens', b.limit_tokens,
+    'alert_threshold_pct', b.alert_threshold_pct,
+    'effective_threshold_pct', coalesce(b.alert_threshold_pct,
+      (app.tenant_settings(b.tenant_id) ->> 'budget_alert_threshold_pct')::numeric::int, 80),
+    'mode', b.mode, 'created_at', b.created_at, 'updated_at', b.updated_at,
+    'spent_tokens', coalesce(t.tokens, 0), 'spent_millicents', coalesce(t.cost_millicents, 0),
+    'pct_used', round(coalesce(app.budget_pct(coalesce(t.tokens, 0),
+                        coalesce(t.cost_millicents, 0), b.limit_tokens, b.limit_millicents),
+                      0), 2),
+    'fired', coalesce((select jsonb_agg(a.level order by a.level) from app.budget_alerts a
+                        where a.tenant_id = b.tenant_id and a.budget_key = b.id::text),
+                      '[]'::jsonb))
+    from (select 1) one
+    left join app.cost_totals t
+      on t.tenant_id = b.tenant_id and t.scope_type = b.scope_type and t.scope_id = b.scope_id
+$$;
+
+-- Creates or replaces the budget of one scope. Raising a limit re-arms the events whose
+-- level the new limit no longer reaches.
+create or replace function api.set_token_budget(
+  p_scope_type text, p_scope_id uuid, p_limit_millicents bigint default null,
+  p_limit_tokens bigint default null, p_alert_threshold_pct integer default null,
+  p_mode text default 'warn'
+) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+  b app.token_budgets;
+  v_pct numeric;
+  v_threshold integer;
+  v_exists boolean;
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator'], 'set_token_budget');
+  if p_scope_type is null or p_scope_type not in ('project', 'epic', 'story', 'agent') then
+    perform app.raise_error(422, 'invalid_budget', 'scope_type must be project, epic, story or agent',
+                            jsonb_build_object('field', 'scope_type', 'value', p_scope_type));
+  end if;
+  if p_scope_id is null then
+    perform app.raise_error(422, 'invalid_budget', 'scope_id is required',
+                            jsonb_build_object('field', 'scope_id'));
+  end if;
+  if p_limit_millicents is null and p_limit_tokens is null then
+    perform app.raise_error(422, 'invalid_budget',
+      'a budget needs limit_millicents, limit_tokens or both',
+      jsonb_build_object('field', 'limit_millicents'));
+  end if;
+  if p_limit_millicents is not null and p_limit_millicents not between 1 and 100000000000000 then
+    perform app.raise_error(422, 'invalid_budget', 'limit_millicents must be between 1 and 10^14',
+      jsonb_build_object('field', 'limit_millicents', 'value', p_limit_millicents));
+  end if;
+  if p_limit_tokens is not null and p_limit_tokens not between 1 and 1000000000000 then
+    perform app.raise_error(422, 'invalid_budget', 'limit_tokens must be between 1 and 10^12',
+      jsonb_build_object('field', 'limit_tokens', 'value', p_limit_tokens));
+  end if;
+  if p_alert_threshold_pct is not null and p_alert_threshold_pct not between 1 and 100 then
+    perform app.raise_error(422, 'invalid_budget', 'alert_threshold_pct must be between 1 and 100',
+      jsonb_build_object('field', 'alert_threshold_pct', 'value', p_alert_threshold_pct));
+  end if;
+  if coalesce(p_mode, '') not in ('warn', 'block') then
+    perform app.raise_error(422, 'invalid_budget', 'mode must be warn or block',
+                            jsonb_build_object('field', 'mode', 'value', p_mode));
+  end if;
+  v_exists := case p_scope_type
+    when 'project' then exists (select 1 from app.projects
+                                 where tenant_id = v_me.tenant_id and id = p_scope_id)
+    when 'epic' then exists (select 1 from app.epics
+                              where tenant_id = v_me.tenant_id and id = p_scope_id)
+    when 'story' then exists (select 1 from app.stories
+                               where tenant_id = v_me.tenant_id and id = p_scope_id)
+    else exists (select 1 from app.agents where tenant_id = v_me.tenant_id and id = p_scope_id)
+  end;
+  if not v_exists then
+    perform app.raise_error(404, p_scope_type || '_not_found',
+      format('%s %s not found', p_scope_type, p_scope_id),
+      jsonb_build_object('scope_type', p_scope_type, 'scope_id', p_scope_id));
+  end if;
+
+  insert into app.token_budgets as t (tenant_id, scope_type, scope_id, limit_millicents,
+    limit_tokens, alert_threshold_pct, mode, created_by_key_id)
+  values (v_me.tenant_id, p_scope_type, p_scope_id, p_limit_millicents, p_limit_tokens,
+          p_alert_threshold_pct, p_mode, v_me.key_id)
+  on conflict (tenant_id, scope_type, scope_id) do update
+     set limit_millicents = excluded.limit_millicents, limit_tokens = excluded.limit_tokens,
+         alert_threshold_pct = excluded.alert_threshold_pct, mode = excluded.mode,
+         updated_at = now()
+  returning * into b;
+
+  select app.budget_pct(coalesce(t.tokens, 0), coalesce(t.cost_millicents, 0),
+                        b.limit_tokens, b.limit_millicents)
+    into v_pct
+    from (select 1) one
+    left join app.cost_totals t on t.tenant_id = b.tenant_id and t.scope_type = b.scope_type
+                               and t.scope_id = b.scope_id;
+  v_threshold := coalesce(b.alert_threshold_pct,
+    (app.tenant_settings(b.tenant_id) ->> 'budget_alert_threshold_pct')::numeric::int, 80);
+  delete from app.budget_alerts
+   where tenant_id = b.tenant_id and budget_key = b.id::text
+     and ((level = 'warning' and coalesce(v_pct, 0) < v_threshold)
+          or (level = 'exceeded' and coalesce(v_pct, 0) < 100));
+  return app.budget_json(b);
+end
+$$;
+
+create or replace function api.list_budgets(p_scope_type text default null) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'list_budgets');
+  return coalesce((select jsonb_agg(app.budget_json(b) order by b.scope_type, b.created_at)
+                     from app.token_budgets b
+                    where b.tenant_id = v_me.tenant_id
+                      and (p_scope_type is null or b.scope_type = p_scope_type)),
+                  '[]'::jsonb);
+end
+$$;
+
+create or replace function api.delete_budget(p_budget_id uuid) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+  b app.token_budgets;
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator'], 'delete_budget');
+  delete from app.token_budgets where tenant_id = v_me.tenant_id and id = p_budget_id
+  returning * into b;
+  if not found then
+    perform app.raise_error(404, 'budget_not_found', format('budget %s not found', p_budget_id),
+                            jsonb_build_object('budget_id', p_budget_id));
+  end if;
+  delete from app.budget_alerts where tenant_id = v_me.tenant_id and budget_key = b.id::text;
+  return jsonb_build_object('id', b.id, 'deleted', true);
+end
 $$;
 
 reset role;

@@ -534,4 +534,297 @@ begin
 end
 $$;
 
+-- ---------------------------------------------------------------------------------------
+-- Anomalies: listing and resolving
+-- ---------------------------------------------------------------------------------------
+create or replace function app.anomaly_json(a app.cost_anomalies) returns jsonb
+language sql stable as $$
+  select to_jsonb(a) - 'tenant_id'
+$$;
+
+create or replace function api.list_cost_anomalies(
+  p_resolved boolean default false, p_project_id uuid default null,
+  p_story_id uuid default null, p_limit integer default 100, p_offset integer default 0
+) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'list_cost_anomalies');
+  if p_limit is null or p_limit not between 1 and 500 or p_offset is null or p_offset < 0 then
+    perform app.raise_error(422, 'invalid_pagination', 'limit must be 1..500 and offset >= 0',
+      jsonb_build_object('limit', p_limit, 'offset', p_offset));
+  end if;
+  return coalesce((
+    select jsonb_agg(app.anomaly_json(a) order by a.detected_at desc, a.id)
+      from (select * from app.cost_anomalies a
+             where a.tenant_id = v_me.tenant_id
+               and (p_resolved is null or (a.resolved_at is not null) = p_resolved)
+               and (p_project_id is null or a.project_id = p_project_id)
+               and (p_story_id is null or a.story_id = p_story_id)
+             order by a.detected_at desc, a.id
+             limit p_limit offset p_offset) a), '[]'::jsonb);
+end
+$$;
+
+create or replace function api.resolve_cost_anomaly(p_anomaly_id uuid, p_note text default null)
+returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+  a app.cost_anomalies;
+begin
+  perform app.require_role(v_me, array['user'], 'resolve_cost_anomaly');
+  if p_note is not null and length(p_note) > 5000 then
+    perform app.raise_error(422, 'invalid_note', 'note must be at most 5000 characters');
+  end if;
+  select * into a from app.cost_anomalies
+   where tenant_id = v_me.tenant_id and id = p_anomaly_id for update;
+  if not found then
+    perform app.raise_error(404, 'anomaly_not_found',
+      format('cost anomaly %s not found', p_anomaly_id),
+      jsonb_build_object('anomaly_id', p_anomaly_id));
+  end if;
+  if a.resolved_at is not null then
+    perform app.raise_error(409, 'anomaly_already_resolved',
+      format('cost anomaly %s was resolved at %s', p_anomaly_id, a.resolved_at),
+      jsonb_build_object('anomaly_id', p_anomaly_id, 'resolved_at', a.resolved_at));
+  end if;
+  update app.cost_anomalies
+     set resolved_at = now(), resolved_by_key_id = v_me.key_id, resolution_note = p_note
+   where tenant_id = v_me.tenant_id and id = p_anomaly_id
+  returning * into a;
+  return app.anomaly_json(a);
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- Analytics views (security_invoker: RLS limits them to the caller's tenant, an API key's
+-- or an analyst login's). Effective usage only: corrections replace, deletes drop out.
+-- ---------------------------------------------------------------------------------------
+
+-- The product page's table: agent, tokens, stories, tokens/story, dominant model, budget %.
+-- tokens_per_story is floored; budget_pct is the floored share of the agent's own budget
+-- (the larger of the token and the millicent ratio), null without an agent budget.
+create or replace view api.agent_cost_ranking with (security_invoker = true) as
+with per_agent as (
+  select u.tenant_id, u.agent_id, sum(u.total_tokens)::bigint as tokens,
+         count(distinct u.story_id)::bigint as stories,
+         sum(u.cost_millicents)::bigint as cost_millicents
+    from app.effective_token_usage u
+   group by u.tenant_id, u.agent_id
+), per_model as (
+  select distinct on (u.tenant_id, u.agent_id) u.tenant_id, u.agent_id, u.model_name
+    from app.effective_token_usage u
+   group by u.tenant_id, u.agent_id, u.model_name
+   order by u.tenant_id, u.agent_id, sum(u.total_tokens) desc, u.model_name
+)
+select a.name as agent, p.tokens, p.stories, p.tokens / p.stories as tokens_per_story,
+       m.model_name as dominant_model,
+       floor(greatest(p.tokens * 100.0 / b.limit_tokens,
+                      p.cost_millicents * 100.0 / b.limit_millicents))::integer as budget_pct
+  from per_agent p
+  join app.agents a on a.tenant_id = p.tenant_id and a.id = p.agent_id
+  join per_model m on m.tenant_id = p.tenant_id and m.agent_id = p.agent_id
+  left join app.token_budgets b
+    on b.tenant_id = p.tenant_id and b.scope_type = 'agent' and b.scope_id = p.agent_id
+ order by tokens_per_story, agent;
+
+create or replace view api.model_mix with (security_invoker = true) as
+select u.model_name, count(*)::bigint as reports,
+       count(distinct u.agent_id)::bigint as agents,
+       count(distinct u.story_id)::bigint as stories,
+       sum(u.input_tokens)::bigint as input_tokens, sum(u.output_tokens)::bigint as output_tokens,
+       sum(u.total_tokens)::bigint as tokens, sum(u.cost_millicents)::bigint as cost_millicents,
+       round(100.0 * sum(u.total_tokens)
+             / nullif(sum(sum(u.total_tokens)) over (partition by u.tenant_id), 0), 2)
+         as token_share_pct
+  from app.effective_token_usage u
+ group by u.tenant_id, u.model_name
+ order by tokens desc, model_name;
+
+create or replace view api.cost_by_epic with (security_invoker = true) as
+select e.project_id, e.id as epic_id, e.number as epic_number, e.title as epic_title,
+       count(distinct u.story_id)::bigint as stories, count(u.id)::bigint as reports,
+       coalesce(sum(u.total_tokens), 0)::bigint as tokens,
+       coalesce(sum(u.cost_millicents), 0)::bigint as cost_millicents,
+       floor(greatest(coalesce(sum(u.total_tokens), 0) * 100.0 / max(b.limit_tokens),
+                      coalesce(sum(u.cost_millicents), 0) * 100.0 / max(b.limit_millicents)))::integer
+         as budget_pct
+  from app.epics e
+  left join app.effective_token_usage u on u.tenant_id = e.tenant_id and u.epic_id = e.id
+  left join app.token_budgets b
+    on b.tenant_id = e.tenant_id and b.scope_type = 'epic' and b.scope_id = e.id
+ group by e.tenant_id, e.project_id, e.id, e.number, e.title
+ order by e.project_id, e.number;
+
+create or replace view api.cost_by_project with (security_invoker = true) as
+select p.id as project_id, p.name as project, p.slug,
+       count(distinct u.epic_id)::bigint as epics, count(distinct u.story_id)::bigint as stories,
+       count(distinct u.agent_id)::bigint as agents, count(u.id)::bigint as reports,
+       coalesce(sum(u.total_tokens), 0)::bigint as tokens,
+       coalesce(sum(u.cost_millicents), 0)::bigint as cost_millicents,
+       floor(greatest(coalesce(sum(u.total_tokens), 0) * 100.0 / max(b.limit_tokens),
+                      coalesce(sum(u.cost_millicents), 0) * 100.0 / max(b.limit_millicents)))::integer
+         as budget_pct
+  from app.projects p
+  left join app.effective_token_usage u on u.tenant_id = p.tenant_id and u.project_id = p.id
+  left join app.token_budgets b
+    on b.tenant_id = p.tenant_id and b.scope_type = 'project' and b.scope_id = p.id
+ group by p.tenant_id, p.id, p.name, p.slug
+ order by cost_millicents desc, project;
+
+-- Daily trend per project (UTC days). A correction counts on the day of the report it
+-- corrects: it restates that day's usage.
+create or replace view api.cost_daily with (security_invoker = true) as
+select (o.created_at at time zone 'UTC')::date as day, u.project_id,
+       count(*)::bigint as reports, count(distinct u.story_id)::bigint as stories,
+       count(distinct u.agent_id)::bigint as agents,
+       sum(u.total_tokens)::bigint as tokens, sum(u.cost_millicents)::bigint as cost_millicents
+  from app.effective_token_usage u
+  join app.token_usage_reports o on o.tenant_id = u.tenant_id and o.id = u.root_id
+ group by u.tenant_id, (o.created_at at time zone 'UTC')::date, u.project_id
+ order by day, project_id;
+
+-- ---------------------------------------------------------------------------------------
+-- Skills: named prompts with versions; cost performance per version
+-- ---------------------------------------------------------------------------------------
+create or replace function api.create_skill(p_name text, p_description text default null)
+returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+  s app.skills;
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator'], 'create_skill');
+  if p_name is null or length(trim(p_name)) = 0 or length(p_name) > 200 then
+    perform app.raise_error(422, 'invalid_skill', 'name must be 1 to 200 characters',
+                            jsonb_build_object('field', 'name'));
+  end if;
+  if p_description is not null and length(p_description) > 20000 then
+    perform app.raise_error(422, 'invalid_skill', 'description must be at most 20000 characters',
+                            jsonb_build_object('field', 'description'));
+  end if;
+  insert into app.skills (tenant_id, name, description)
+  values (v_me.tenant_id, trim(p_name), p_description)
+  on conflict (tenant_id, name) do nothing
+  returning * into s;
+  if s.id is null then
+    perform app.raise_error(409, 'skill_name_taken', format('a skill named %L exists', p_name),
+                            jsonb_build_object('name', p_name));
+  end if;
+  return to_jsonb(s) - 'tenant_id';
+end
+$$;
+
+create or replace function api.create_skill_version(
+  p_skill_id uuid, p_prompt_text text, p_changelog text default null
+) returns jsonb
+language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+  v app.skill_versions;
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator'], 'create_skill_version');
+  -- Locking the skill serialises version numbers.
+  perform 1 from app.skills where tenant_id = v_me.tenant_id and id = p_skill_id for update;
+  if not found then
+    perform app.raise_error(404, 'skill_not_found', format('skill %s not found', p_skill_id),
+                            jsonb_build_object('skill_id', p_skill_id));
+  end if;
+  if p_prompt_text is null or length(p_prompt_text) = 0 or length(p_prompt_text) > 200000 then
+    perform app.raise_error(422, 'invalid_skill_version',
+      'prompt_text must be 1 to 200000 characters', jsonb_build_object('field', 'prompt_text'));
+  end if;
+  if p_changelog is not null and length(p_changelog) > 20000 then
+    perform app.raise_error(422, 'invalid_skill_version',
+      'changelog must be at most 20000 characters', jsonb_build_object('field', 'changelog'));
+  end if;
+  insert into app.skill_versions (tenant_id, skill_id, version, prompt_text, changelog)
+  values (v_me.tenant_id, p_skill_id,
+          coalesce((select max(version) from app.skill_versions
+                     where tenant_id = v_me.tenant_id and skill_id = p_skill_id), 0) + 1,
+          p_prompt_text, p_changelog)
+  returning * into v;
+  return to_jsonb(v) - 'tenant_id';
+end
+$$;
+
+create or replace function api.list_skills() returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'list_skills');
+  return coalesce((
+    select jsonb_agg(to_jsonb(s) - 'tenant_id' || jsonb_build_object(
+             'versions', (select jsonb_agg(jsonb_build_object('id', v.id, 'version', v.version,
+                                             'changelog', v.changelog, 'created_at', v.created_at)
+                                           order by v.version)
+                            from app.skill_versions v
+                           where v.tenant_id = s.tenant_id and v.skill_id = s.id))
+           order by s.name)
+      from app.skills s where s.tenant_id = v_me.tenant_id), '[]'::jsonb);
+end
+$$;
+
+-- Per version: invocations (effective usage reports naming it), total and average cost,
+-- the verified/rejected counts of the stories involved, the change of the average against
+-- the previous version, and a cost regression flag (≥ 3 uses averaging ≥ 2× the previous
+-- version's average).
+create or replace function api.skill_cost_performance(p_skill_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+  s app.skills;
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'],
+                           'skill_cost_performance');
+  select * into s from app.skills where tenant_id = v_me.tenant_id and id = p_skill_id;
+  if not found then
+    perform app.raise_error(404, 'skill_not_found', format('skill %s not found', p_skill_id),
+                            jsonb_build_object('skill_id', p_skill_id));
+  end if;
+  return jsonb_build_object('skill', to_jsonb(s) - 'tenant_id', 'versions', coalesce((
+    with per_version as (
+      select v.id, v.version, v.changelog, v.created_at,
+             count(u.id)::bigint as invocations,
+             coalesce(sum(u.cost_millicents), 0)::bigint as total_cost_millicents,
+             coalesce(sum(u.total_tokens), 0)::bigint as total_tokens,
+             round(avg(u.cost_millicents), 2) as avg_cost_millicents,
+             round(avg(u.total_tokens), 2) as avg_tokens,
+             count(distinct u.story_id)::bigint as stories,
+             count(distinct u.story_id) filter (where st.verified_status = 'verified')::bigint
+               as verified_stories,
+             count(distinct u.story_id) filter (where st.verified_status = 'rejected')::bigint
+               as rejected_stories
+        from app.skill_versions v
+        left join app.effective_token_usage u
+          on u.tenant_id = v.tenant_id and u.skill_version_id = v.id
+        left join app.stories st on st.tenant_id = u.tenant_id and st.id = u.story_id
+       where v.tenant_id = v_me.tenant_id and v.skill_id = p_skill_id
+       group by v.id, v.version, v.changelog, v.created_at
+    ), with_prev as (
+      select pv.*, lag(pv.avg_cost_millicents) over (order by pv.version) as prev_avg,
+             lag(pv.version) over (order by pv.version) as prev_version
+        from per_version pv
+    )
+    select jsonb_agg(jsonb_build_object(
+             'version_id', w.id, 'version', w.version, 'changelog', w.changelog,
+             'created_at', w.created_at, 'invocations', w.invocations,
+             'total_cost_millicents', w.total_cost_millicents,
+             'avg_cost_millicents', w.avg_cost_millicents, 'total_tokens', w.total_tokens,
+             'avg_tokens', w.avg_tokens, 'stories', w.stories,
+             'verified_stories', w.verified_stories, 'rejected_stories', w.rejected_stories,
+             'previous_version', w.prev_version,
+             'previous_avg_cost_millicents', w.prev_avg,
+             'avg_cost_change_pct',
+               round(100.0 * (w.avg_cost_millicents - w.prev_avg) / nullif(w.prev_avg, 0), 2),
+             'cost_regression', coalesce(w.invocations >= 3 and w.prev_avg > 0
+                                         and w.avg_cost_millicents >= 2 * w.prev_avg, false))
+           order by w.version)
+      from with_prev w), '[]'::jsonb));
+end
+$$;
+
 reset role;

@@ -74,3 +74,26 @@ def error_of(exc: psycopg.Error) -> tuple[int, dict[str, Any]]:
     body = json.loads(diag.message_primary or "{}")
     status = json.loads(diag.message_detail or "{}")["status"]
     return int(status), body
+
+
+def expect_error(conn: psycopg.Connection[Any], key: Key, fn: str,
+                 **args: Any) -> tuple[int, dict[str, Any]]:
+    """Call api.<fn> as `key`, expecting a domain error: (status, body)."""
+    try:
+        call(conn, key, fn, commit=False, **args)
+    except psycopg.Error as exc:
+        return error_of(exc)
+    raise AssertionError(f"api.{fn} succeeded; an error was expected")
+
+
+def scalar(conn: psycopg.Connection[Any], query: str, *params: Any) -> Any:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def written_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Row counts of everything a usage report can write (superuser view, all tenants)."""
+    return {t: int(scalar(conn, f"select count(*) from app.{t}"))
+            for t in ("token_usage_reports", "cost_totals", "budget_alerts", "cost_anomalies",
+                      "events")}
