@@ -210,12 +210,19 @@ $$;
 -- Creates or replaces the budget of one scope. Raising a limit re-arms the events whose
 -- level the new limit no longer reaches.
 create or replace function api.set_token_budget(
-  p_scope_type text, p_scope_id uuid, p_limit_millicents bigint default null,
-  p_limit_tokens bigint default null, p_alert_threshold_pct integer default null,
-  p_mode text default 'warn'
+  scope_type text, scope_id uuid, limit_millicents bigint default null,
+  limit_tokens bigint default null, alert_threshold_pct integer default null,
+  mode text default 'warn'
 ) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_scope_type text := set_token_budget.scope_type;
+  p_scope_id uuid := set_token_budget.scope_id;
+  p_limit_millicents bigint := set_token_budget.limit_millicents;
+  p_limit_tokens bigint := set_token_budget.limit_tokens;
+  p_alert_threshold_pct integer := set_token_budget.alert_threshold_pct;
+  p_mode text := set_token_budget.mode;
   v_me app.identity := app.require_identity();
   b app.token_budgets;
   v_pct numeric;
@@ -293,9 +300,11 @@ begin
 end
 $$;
 
-create or replace function api.list_budgets(p_scope_type text default null) returns jsonb
+create or replace function api.list_budgets(scope_type text default null) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_scope_type text := list_budgets.scope_type;
   v_me app.identity := app.require_identity();
 begin
   perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'list_budgets');
@@ -307,9 +316,11 @@ begin
 end
 $$;
 
-create or replace function api.delete_budget(p_budget_id uuid) returns jsonb
+create or replace function api.delete_budget(budget_id uuid) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_budget_id uuid := delete_budget.budget_id;
   v_me app.identity := app.require_identity();
   b app.token_budgets;
 begin

@@ -369,13 +369,25 @@ end
 $$;
 
 create or replace function api.report_token_usage(
-  p_story_id uuid, p_input_tokens bigint, p_output_tokens bigint, p_model_name text,
-  p_cost_millicents bigint, p_phase text default null, p_session_id text default null,
-  p_skill_version_id uuid default null, p_tool_call_count integer default null,
-  p_tests_run_count integer default null, p_metadata jsonb default null
+  story_id uuid, input_tokens bigint, output_tokens bigint, model_name text,
+  cost_millicents bigint, phase text default null, session_id text default null,
+  skill_version_id uuid default null, tool_call_count integer default null,
+  tests_run_count integer default null, metadata jsonb default null
 ) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_story_id uuid := report_token_usage.story_id;
+  p_input_tokens bigint := report_token_usage.input_tokens;
+  p_output_tokens bigint := report_token_usage.output_tokens;
+  p_model_name text := report_token_usage.model_name;
+  p_cost_millicents bigint := report_token_usage.cost_millicents;
+  p_phase text := report_token_usage.phase;
+  p_session_id text := report_token_usage.session_id;
+  p_skill_version_id uuid := report_token_usage.skill_version_id;
+  p_tool_call_count integer := report_token_usage.tool_call_count;
+  p_tests_run_count integer := report_token_usage.tests_run_count;
+  p_metadata jsonb := report_token_usage.metadata;
   v_me app.identity := app.require_identity();
 begin
   perform app.require_role(v_me, array['agent', 'orchestrator'], 'report_token_usage');
@@ -393,15 +405,28 @@ $$;
 -- A correction: a new row replacing the latest version of a report (fields left null keep
 -- their values). The reporting agent, an orchestrator or a user may correct.
 create or replace function api.correct_token_usage(
-  p_report_id uuid, p_input_tokens bigint default null, p_output_tokens bigint default null,
-  p_model_name text default null, p_cost_millicents bigint default null,
-  p_phase text default null, p_session_id text default null,
-  p_skill_version_id uuid default null, p_tool_call_count integer default null,
-  p_tests_run_count integer default null, p_metadata jsonb default null,
-  p_reason text default null
+  report_id uuid, input_tokens bigint default null, output_tokens bigint default null,
+  model_name text default null, cost_millicents bigint default null,
+  phase text default null, session_id text default null,
+  skill_version_id uuid default null, tool_call_count integer default null,
+  tests_run_count integer default null, metadata jsonb default null,
+  reason text default null
 ) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_report_id uuid := correct_token_usage.report_id;
+  p_input_tokens bigint := correct_token_usage.input_tokens;
+  p_output_tokens bigint := correct_token_usage.output_tokens;
+  p_model_name text := correct_token_usage.model_name;
+  p_cost_millicents bigint := correct_token_usage.cost_millicents;
+  p_phase text := correct_token_usage.phase;
+  p_session_id text := correct_token_usage.session_id;
+  p_skill_version_id uuid := correct_token_usage.skill_version_id;
+  p_tool_call_count integer := correct_token_usage.tool_call_count;
+  p_tests_run_count integer := correct_token_usage.tests_run_count;
+  p_metadata jsonb := correct_token_usage.metadata;
+  p_reason text := correct_token_usage.reason;
   v_me app.identity := app.require_identity();
   v_old app.token_usage_reports;
   v_next uuid;
@@ -457,9 +482,11 @@ end
 $$;
 
 -- Soft delete of the latest version of a report (user keys only); it leaves every total.
-create or replace function api.delete_token_usage(p_report_id uuid) returns jsonb
+create or replace function api.delete_token_usage(report_id uuid) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_report_id uuid := delete_token_usage.report_id;
   v_me app.identity := app.require_identity();
   r app.token_usage_reports;
   v_next uuid;
@@ -495,9 +522,11 @@ begin
 end
 $$;
 
-create or replace function api.story_token_usage(p_story_id uuid) returns jsonb
+create or replace function api.story_token_usage(story_id uuid) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_story_id uuid := story_token_usage.story_id;
   v_me app.identity := app.require_identity();
   v_totals jsonb;
 begin
@@ -543,11 +572,17 @@ language sql stable as $$
 $$;
 
 create or replace function api.list_cost_anomalies(
-  p_resolved boolean default false, p_project_id uuid default null,
-  p_story_id uuid default null, p_limit integer default 100, p_offset integer default 0
+  resolved boolean default false, project_id uuid default null,
+  story_id uuid default null, row_limit integer default 100, row_offset integer default 0
 ) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_resolved boolean := list_cost_anomalies.resolved;
+  p_project_id uuid := list_cost_anomalies.project_id;
+  p_story_id uuid := list_cost_anomalies.story_id;
+  p_limit integer := list_cost_anomalies.row_limit;
+  p_offset integer := list_cost_anomalies.row_offset;
   v_me app.identity := app.require_identity();
 begin
   perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'list_cost_anomalies');
@@ -567,10 +602,12 @@ begin
 end
 $$;
 
-create or replace function api.resolve_cost_anomaly(p_anomaly_id uuid, p_note text default null)
-returns jsonb
+create or replace function api.resolve_cost_anomaly(anomaly_id uuid, note text default null) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_anomaly_id uuid := resolve_cost_anomaly.anomaly_id;
+  p_note text := resolve_cost_anomaly.note;
   v_me app.identity := app.require_identity();
   a app.cost_anomalies;
 begin
@@ -689,10 +726,12 @@ select (o.created_at at time zone 'UTC')::date as day, u.project_id,
 -- ---------------------------------------------------------------------------------------
 -- Skills: named prompts with versions; cost performance per version
 -- ---------------------------------------------------------------------------------------
-create or replace function api.create_skill(p_name text, p_description text default null)
-returns jsonb
+create or replace function api.create_skill(name text, description text default null) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_name text := create_skill.name;
+  p_description text := create_skill.description;
   v_me app.identity := app.require_identity();
   s app.skills;
 begin
@@ -718,10 +757,14 @@ end
 $$;
 
 create or replace function api.create_skill_version(
-  p_skill_id uuid, p_prompt_text text, p_changelog text default null
+  skill_id uuid, prompt_text text, changelog text default null
 ) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_skill_id uuid := create_skill_version.skill_id;
+  p_prompt_text text := create_skill_version.prompt_text;
+  p_changelog text := create_skill_version.changelog;
   v_me app.identity := app.require_identity();
   v app.skill_versions;
 begin
@@ -772,9 +815,11 @@ $$;
 -- the verified/rejected counts of the stories involved, the change of the average against
 -- the previous version, and a cost regression flag (≥ 3 uses averaging ≥ 2× the previous
 -- version's average).
-create or replace function api.skill_cost_performance(p_skill_id uuid) returns jsonb
+create or replace function api.skill_cost_performance(skill_id uuid) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_skill_id uuid := skill_cost_performance.skill_id;
   v_me app.identity := app.require_identity();
   s app.skills;
 begin

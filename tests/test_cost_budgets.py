@@ -86,12 +86,13 @@ def test_block_mode_refuses_reports_and_claims_in_scope_only(db: psycopg.Connect
     assert body["details"]["budget_id"] == budget["id"]
     assert written_rows(db) == before  # refused: nothing written
 
-    # Claims in scope are refused by the hook api.claim_story calls; outside, allowed.
+    # Claims in scope are refused by api.claim_story (which asks app.assert_budget_allows);
+    # outside the scope they go through.
+    db.execute("update app.stories set agent_status = 'contracted' where id in (%s, %s)",
+               (b_other_story, f_story))
+
     def assert_claim(story: str) -> None:
-        with as_key(db, spender) as c:
-            c.execute("set local role loopctl_owner")
-            c.execute("select app.assert_budget_allows(%s, %s, %s)",
-                      (t.id, story, spender.agent_id))
+        call(db, spender, "claim_story", commit=False, story_id=story)
 
     with pytest.raises(psycopg.Error) as info:
         assert_claim(b_other_story)
@@ -104,6 +105,7 @@ def test_block_mode_refuses_reports_and_claims_in_scope_only(db: psycopg.Connect
          limit_millicents=1000, mode="warn")
     report(db, agent, b_other_story, cost=1)
     assert_claim(b_other_story)
+    assert scalar(db, "select count(*) from app.stories where agent_status = 'assigned'") == 0
 
 
 def test_agent_budget_blocks_that_agent_only(db: psycopg.Connection[Any]) -> None:
