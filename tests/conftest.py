@@ -7,6 +7,7 @@ inherit its address through the environment (workers are spawned after pytest_co
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,10 @@ def pytest_configure(config: pytest.Config) -> None:
     global _server
     if hasattr(config, "workerinput") or TestServer.from_env() is not None:
         return
+    if not config.option.basetemp:
+        # A private temp root per run: pytest prunes old numbered dirs under the shared
+        # root, which breaks runs that overlap on one machine.
+        config.option.basetemp = tempfile.mkdtemp(prefix="loopctl-pytest-")
     _server = TestServer()
     _server.start()
     os.environ.update(_server.to_env())
