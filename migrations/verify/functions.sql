@@ -21,3 +21,7 @@ select 1 / count(*)::int from pg_trigger
 select 'app.custody_gate(app.stories, app.identity, text)'::regprocedure,
        'api.verify_story(uuid, text, text, text)'::regprocedure,
        'api.bulk_verify(uuid[], text, text, text)'::regprocedure;
+-- Work model: the import and the reads the gateway and MCP call.
+select 'api.import_project(uuid, jsonb, boolean)'::regprocedure,
+       'api.list_stories(uuid, text, text, uuid, integer, integer)'::regprocedure,
+       'app.story_blockers(uuid, uuid)'::regprocedure, 'api.stories'::regclass;
