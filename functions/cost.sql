@@ -6,6 +6,13 @@
 -- transaction, so a refused report leaves nothing behind.
 set role loopctl_owner;
 
+-- Running totals and fired-event flags are derived bookkeeping (the usage rows themselves
+-- are audited): keep them out of the audit trail (functions/audit.sql honours the marker).
+comment on table app.cost_totals is
+  'running effective usage totals per scope, derived from token_usage_reports [no-audit]';
+comment on table app.budget_alerts is
+  'budget events already fired (exactly-once gate); the events themselves are in app.events [no-audit]';
+
 -- Effective usage: the latest row of every correction chain, unless that row was deleted.
 create or replace view app.effective_token_usage with (security_invoker = true) as
 select r.*
