@@ -25,3 +25,7 @@ select 'app.custody_gate(app.stories, app.identity, text)'::regprocedure,
 select 'api.import_project(uuid, jsonb, boolean)'::regprocedure,
        'api.list_stories(uuid, text, text, uuid, integer, integer)'::regprocedure,
        'app.story_blockers(uuid, uuid)'::regprocedure, 'api.stories'::regclass;
+-- Passkey signup (functions/signup.sql)
+select 'auth.signup_begin(text,text,text,text)'::regprocedure,
+       'auth.signup_finish(bytea,bytea,bytea,bigint,text[],uuid,text,text)'::regprocedure,
+       'auth.signin_finish(bytea,bytea,bigint,text)'::regprocedure;

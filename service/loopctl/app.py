@@ -11,6 +11,7 @@ from loopctl import __version__, health
 from loopctl.config import Settings
 from loopctl.db import make_pool
 from loopctl.mcp_tools.mount import mount_mcp
+from loopctl.signup.router import router as signup_router
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
@@ -38,4 +39,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.state.pool = pool
     app.include_router(health.router)
     mcp_running = mount_mcp(app)
+    app.include_router(signup_router)
     return app
