@@ -388,6 +388,9 @@ begin
   elsif p_expires_at is not null and p_expires_at <= now() then
     perform app.raise_error(422, 'invalid_expiry', 'expiry must be in the future',
                             jsonb_build_object('field', 'expires_at'));
+  elsif v_agent_name is not null and p_role = 'user' then
+    perform app.raise_error(422, 'invalid_role', 'user keys are not bound to agents',
+                            jsonb_build_object('field', 'agent_name'));
   elsif length(v_agent_name) > 200 then
     perform app.raise_error(422, 'invalid_agent', 'agent name must be at most 200 characters',
                             jsonb_build_object('field', 'agent_name'));
@@ -441,8 +444,9 @@ declare
   k app.api_keys := app.session_key(app.session_tenant(p_session), p_key_id);
 begin
   update app.api_keys set revoked_at = now() where tenant_id = k.tenant_id and id = k.id;
-  return app.mint_key(k.tenant_id, k.name, k.role, k.agent_id, k.expires_at)
-         || jsonb_build_object('replaces', k.id);
+  return app.mint_key(k.tenant_id, k.name, k.role, k.agent_id, k.expires_at, null,
+                      k.dispatch_id)
+         || jsonb_build_object('rotated_from', k.id);
 end
 $$;
 
