@@ -94,6 +94,13 @@ def test_registration_and_authentication_ceremony_yield_a_working_key(site: Site
         "select credential_id, name, sign_count, transports from app.webauthn_credentials"
         " where tenant_id = %s", (tenant_id,)).fetchone()
     assert cred == (authn.credential_id, "YubiKey", 0, ["usb"])
+    # The first audit entries: the tenant, its first key, its authenticator; sessions and
+    # challenges are '[no-audit]'.
+    audited = {r[0] for r in site.admin.execute(
+        "select entity_type from audit.entries where tenant_id = %s and action = 'insert'",
+        (tenant_id,))}
+    assert {"tenant", "api_key", "webauthn_credential"} <= audited, audited
+    assert not [t for t in audited if "session" in t or "challenge" in t]
     # The key it yields works, as the holder of the key, through the identity resolver.
     key = Key(raw, "user", tenant_id, data["api_key"]["id"])
     assert whoami(site.admin, key) | {} == {"tenant_id": tenant_id, "role": "user",
