@@ -31,12 +31,6 @@ returns text[] language sql immutable parallel safe as $$
          || case when p_verified_status = 'verified' then array['reject'] else array[]::text[] end
 $$;
 
-create or replace function app.story_result(s app.stories) returns jsonb
-language sql stable as $$
-  select jsonb_build_object('story', to_jsonb(s),
-           'next_actions', to_jsonb(app.story_next_actions(s.agent_status, s.verified_status)))
-$$;
-
 -- Is the caller the story's implementer? Same agent (any key bound to it) or the same
 -- dispatch-lineage root (a sub-agent minted by the implementer, or its parent).
 create or replace function app.is_implementer(s app.stories, p_me app.identity)
@@ -63,6 +57,18 @@ returns text language sql immutable as $$
               or s.started_at is not null or s.assigned_agent_id is not null)
       then 'backfill_not_allowed'
   end
+$$;
+
+-- The API result of an action. next_actions comes from the statuses; backfill is dropped
+-- when the story's history already forbids it (claimed or started once).
+create or replace function app.story_result(s app.stories) returns jsonb
+language sql stable as $$
+  select jsonb_build_object('story', to_jsonb(s),
+           'next_actions', to_jsonb(case
+             when app.custody_gate(s, null::app.identity, 'backfill') is null
+               then app.story_next_actions(s.agent_status, s.verified_status)
+             else array_remove(app.story_next_actions(s.agent_status, s.verified_status),
+                               'backfill') end))
 $$;
 
 -- Records an attempted violation (row + custody.violation event) and returns the internal

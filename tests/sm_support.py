@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from loopctl.testing import Key, as_key, create_agent_key, create_tenant
 
@@ -87,7 +88,8 @@ def call(db: psycopg.Connection[Any], key: Key, fn: str, commit: bool = True,
     """Call api.<fn>(name => value, ...) as `key`, mapping errors as the gateways do:
     PGRST errors carry their status; response.status overrides a normal result."""
     names = ", ".join(f"{name} => %({name})s" for name in args)
-    params = {k: (json.dumps(v) if isinstance(v, dict | list) and not _is_uuid_list(v) else v)
+    # JSON arguments as jsonb; *_ids arguments are uuid arrays.
+    params = {k: (Jsonb(v) if isinstance(v, dict | list) and not k.endswith("_ids") else v)
               for k, v in args.items()}
     try:
         with as_key(db, key, commit=commit) as c:
@@ -99,10 +101,6 @@ def call(db: psycopg.Connection[Any], key: Key, fn: str, commit: bool = True,
         return Reply(json.loads(exc.diag.message_detail or "{}")["status"],
                      json.loads(exc.diag.message_primary or "{}"))
     return Reply(int(status) if status else 200, body)
-
-
-def _is_uuid_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def story_row(db: psycopg.Connection[Any], story_id: str) -> dict[str, Any]:
