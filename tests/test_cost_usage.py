@@ -220,3 +220,33 @@ def test_soft_delete_needs_a_user_key_and_leaves_totals(db: psycopg.Connection[A
     other = create_tenant(db)
     status, _ = expect_error(db, other.user_key, "delete_token_usage", report_id=r1["id"])
     assert status == 404
+
+
+def test_report_story_records_its_token_usage(db: psycopg.Connection[Any]) -> None:
+    """Through the state machine: the usage a completion report carries is recorded for the
+    reporting agent, and bad usage rolls the whole report back."""
+    t = create_tenant(db)
+    implementer = create_agent_key(db, t.id, "agent", "implementer")
+    reporter = create_agent_key(db, t.id, "agent", "reporter")
+    work = make_work(db, t.id, agent_status="pending")
+    story, other = work.stories[work.epics[0]][:2]
+    for s in (story, other):
+        call(db, implementer, "contract_story", story_id=s,
+             story_title=scalar(db, "select title from app.stories where id = %s", s),
+             ac_count=0)
+        call(db, implementer, "claim_story", story_id=s)
+        call(db, implementer, "start_story", story_id=s)
+    before = written_rows(db)
+    status, _ = expect_error(db, reporter, "report_story", story_id=other,
+                             token_usage={"input_tokens": -3, "output_tokens": 1,
+                                          "model_name": "opus", "cost_millicents": 1})
+    assert status == 422
+    assert written_rows(db) == before
+    assert scalar(db, "select agent_status from app.stories where id = %s", other) \
+        == "implementing"
+    call(db, reporter, "report_story", story_id=story,
+         token_usage={"input_tokens": 400, "output_tokens": 100, "model_name": "opus",
+                      "cost_millicents": 75})
+    usage = call(db, reporter, "story_token_usage", story_id=story)
+    assert usage["totals"]["total_tokens"] == 500
+    assert [r["agent_id"] for r in usage["reports"]] == [reporter.agent_id]
