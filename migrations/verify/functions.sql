@@ -29,3 +29,8 @@ select 'api.import_project(uuid, jsonb, boolean)'::regprocedure,
 select 'auth.signup_begin(text,text,text,text)'::regprocedure,
        'auth.signup_finish(bytea,bytea,bytea,bigint,text[],uuid,text,text)'::regprocedure,
        'auth.signin_finish(bytea,bytea,bigint,text)'::regprocedure;
+-- Webhooks: the outbox fan-out trigger, the worker's claim/record functions, the API.
+select 'app.webhook_claim(text, integer, double precision)'::regprocedure,
+       'api.create_webhook(text, text[], uuid, text)'::regprocedure;
+select 1 / count(*)::int from pg_trigger where tgname = 'webhook_fanout'
+   and tgrelid = 'app.events'::regclass;

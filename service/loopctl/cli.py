@@ -8,11 +8,11 @@ import sys
 from collections.abc import Callable
 
 from loopctl import migrate
-from loopctl.config import Settings, get_settings
+from loopctl.config import ConfigError, Settings, get_settings
 from loopctl.db import DatabaseUnavailable, check_reachable, database_url, embedded_cluster
 from loopctl.embedded_pg import EmbeddedPgError, port_is_free
 
-EXPECTED_ERRORS = (EmbeddedPgError, DatabaseUnavailable, migrate.MigrationError)
+EXPECTED_ERRORS = (EmbeddedPgError, DatabaseUnavailable, migrate.MigrationError, ConfigError)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -27,8 +27,29 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from loopctl.app import create_app
+    from loopctl.worker.runner import BackgroundWorker, publish_installation_settings
 
-    uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info")
+    publish_installation_settings(url, settings)
+    # On the embedded database there is no separate worker process to run: serve runs one.
+    background = (BackgroundWorker(url, settings).start()
+                  if settings.worker_in_serve and not settings.database_url else None)
+    try:
+        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info")
+    finally:
+        if background is not None:
+            background.stop()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from loopctl.worker.runner import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    url = database_url(settings)
+    check_reachable(url)
+    run_worker(url, settings)
     return 0
 
 
@@ -78,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--no-migrate", action="store_true", help="do not deploy migrations")
     serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser(
+        "worker", help="deliver webhooks and run background jobs (several may run at once)")
+    worker.set_defaults(func=cmd_worker)
 
     db = sub.add_parser("db", help="manage the embedded PostgreSQL cluster")
     db.add_argument("action", choices=["start", "stop", "status", "url"])

@@ -9,6 +9,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+class ConfigError(ValueError):
+    """A configuration value is unusable; the message names the variable."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOOPCTL_", extra="ignore")
 
@@ -26,6 +30,29 @@ class Settings(BaseSettings):
     webauthn_rp_id: str = "localhost"
     webauthn_rp_name: str = "loopctl"
     webauthn_origin: str = "http://localhost:8000"
+
+    # Webhook delivery and the background worker (`loopctl worker`; SPEC §10).
+    # Seconds to wait before each retry, comma-separated: after the last one, exhausted.
+    webhook_retry_schedule: str = "60,300,1500,7200,36000"
+    webhook_retry_jitter: float = 0.2  # +/- this fraction of each step
+    webhook_timeout_seconds: float = 10.0
+    webhook_disable_after_exhausted: int = 3  # exhausted deliveries in a row disable an endpoint
+    # Deliver to private, loopback and link-local addresses (development and tests only).
+    webhooks_allow_private: bool = False
+    worker_lease_seconds: float = 60.0  # a claimed delivery is retried if not reported by then
+    worker_concurrency: int = 16  # deliveries in flight per worker process
+    worker_poll_seconds: float = 10.0  # fallback wake-up; LISTEN/NOTIFY wakes the worker first
+    worker_in_serve: bool = True  # `loopctl serve` on the embedded database runs a worker too
+
+    def retry_schedule(self) -> list[float]:
+        try:
+            steps = [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]
+        except ValueError:
+            steps = [-1.0]
+        if any(step < 0 for step in steps):
+            raise ConfigError("LOOPCTL_WEBHOOK_RETRY_SCHEDULE: comma-separated seconds >= 0, "
+                              f"got {self.webhook_retry_schedule!r}")
+        return steps
 
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir.is_absolute() else Path.cwd() / self.data_dir
