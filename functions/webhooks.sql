@@ -437,10 +437,15 @@ create trigger webhook_fanout after insert on app.events
 set role loopctl_owner;
 
 create or replace function api.create_webhook(
-  p_url text, p_events text[], p_project_id uuid default null, p_description text default null
+  url text, events text[], project_id uuid default null, description text default null
 ) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_url text := create_webhook.url;
+  p_events text[] := create_webhook.events;
+  p_project_id uuid := create_webhook.project_id;
+  p_description text := create_webhook.description;
   v_me app.identity := app.require_identity();
   v_url text;
   v_events text[];
@@ -486,9 +491,11 @@ begin
 end
 $$;
 
-create or replace function api.get_webhook(p_id uuid) returns jsonb
+create or replace function api.get_webhook(webhook_id uuid) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_id uuid := get_webhook.webhook_id;
   v_me app.identity := app.require_identity();
   w app.webhooks;
 begin
@@ -505,12 +512,20 @@ $$;
 -- PATCH semantics: null leaves a field unchanged; p_clear_project removes the project filter.
 -- p_status 'active' re-enables a disabled endpoint and resets its exhaustion count.
 create or replace function api.update_webhook(
-  p_id uuid, p_url text default null, p_events text[] default null,
-  p_project_id uuid default null, p_description text default null,
-  p_status text default null, p_clear_project boolean default false
+  webhook_id uuid, url text default null, events text[] default null,
+  project_id uuid default null, description text default null,
+  status text default null, clear_project boolean default false
 ) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_id uuid := update_webhook.webhook_id;
+  p_url text := update_webhook.url;
+  p_events text[] := update_webhook.events;
+  p_project_id uuid := update_webhook.project_id;
+  p_description text := update_webhook.description;
+  p_status text := update_webhook.status;
+  p_clear_project boolean := coalesce(update_webhook.clear_project, false);
   v_me app.identity := app.require_identity();
   w app.webhooks;
 begin
@@ -550,9 +565,11 @@ begin
 end
 $$;
 
-create or replace function api.delete_webhook(p_id uuid) returns jsonb
+create or replace function api.delete_webhook(webhook_id uuid) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_id uuid := delete_webhook.webhook_id;
   v_me app.identity := app.require_identity();
 begin
   perform app.require_role(v_me, array['user'], 'deleting a webhook');
@@ -564,10 +581,14 @@ $$;
 
 -- The delivery log of one webhook, newest first, each delivery with its attempts.
 create or replace function api.webhook_deliveries(
-  p_webhook_id uuid, p_limit integer default 50, p_offset integer default 0
+  webhook_id uuid, row_limit integer default 50, row_offset integer default 0
 ) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_webhook_id uuid := webhook_deliveries.webhook_id;
+  p_limit integer := webhook_deliveries.row_limit;
+  p_offset integer := webhook_deliveries.row_offset;
   v_me app.identity := app.require_identity();
   v_total bigint;
   v_rows jsonb;
@@ -605,9 +626,11 @@ end
 $$;
 
 -- Sends a 'webhook.test' event to this endpoint only (through the outbox, like any event).
-create or replace function api.test_webhook(p_webhook_id uuid) returns jsonb
+create or replace function api.test_webhook(webhook_id uuid) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_webhook_id uuid := test_webhook.webhook_id;
   v_me app.identity := app.require_identity();
   w app.webhooks;
   v_event_id bigint;
@@ -634,10 +657,14 @@ $$;
 -- processed an event deduplicate it). Events from while the endpoint was disabled are
 -- included: this is how a re-enabled endpoint catches up.
 create or replace function api.replay_webhook(
-  p_webhook_id uuid, p_delivery_id uuid default null, p_since timestamptz default null
+  webhook_id uuid, delivery_id uuid default null, since timestamptz default null
 ) returns jsonb
 language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+#variable_conflict use_column
 declare
+  p_webhook_id uuid := replay_webhook.webhook_id;
+  p_delivery_id uuid := replay_webhook.delivery_id;
+  p_since timestamptz := replay_webhook.since;
   v_me app.identity := app.require_identity();
   w app.webhooks;
   src app.webhook_deliveries;

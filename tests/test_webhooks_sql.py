@@ -184,18 +184,18 @@ def test_update_and_delete(db: Conn) -> None:
     t = create_tenant(db)
     p = project(db, t.id, "p1")
     hook = create(db, t.user_key)
-    upd = call(db, t.user_key, "select api.update_webhook(%s, p_events => %s, p_project_id => %s,"
-               " p_status => 'disabled')", (hook["id"], ["epic.completed"], p))
+    upd = call(db, t.user_key, "select api.update_webhook(%s, events => %s, project_id => %s,"
+               " status => 'disabled')", (hook["id"], ["epic.completed"], p))
     assert (upd["events"], upd["project_id"], upd["status"]) == (["epic.completed"], p, "disabled")
-    upd = call(db, t.user_key, "select api.update_webhook(%s, p_clear_project => true, "
-               "p_status => 'active')", (hook["id"],))
+    upd = call(db, t.user_key, "select api.update_webhook(%s, clear_project => true, "
+               "status => 'active')", (hook["id"],))
     assert (upd["project_id"], upd["status"], upd["disabled_reason"]) == (None, "active", None)
-    assert api_error(db, t.user_key, "select api.update_webhook(%s, p_status => 'paused')",
+    assert api_error(db, t.user_key, "select api.update_webhook(%s, status => 'paused')",
                      (hook["id"],)) == (422, "invalid_status")
-    assert api_error(db, t.user_key, "select api.update_webhook(%s, p_events => %s)",
+    assert api_error(db, t.user_key, "select api.update_webhook(%s, events => %s)",
                      (hook["id"], ["nope"])) == (422, "unknown_event")
     allow_private(db, False)
-    assert api_error(db, t.user_key, "select api.update_webhook(%s, p_url => %s)",
+    assert api_error(db, t.user_key, "select api.update_webhook(%s, url => %s)",
                      (hook["id"], "http://10.0.0.1/")) == (422, "private_webhook_target")
     assert call(db, t.user_key, "select api.delete_webhook(%s)", (hook["id"],))["deleted"]
     assert api_error(db, t.user_key, "select api.delete_webhook(%s)", (hook["id"],)) \
@@ -219,7 +219,7 @@ def test_another_tenants_webhook_is_not_found(db: Conn) -> None:
     d = deliveries(db, hook["id"])[0]
     for stmt, params in [
         ("select api.get_webhook(%s)", (hook["id"],)),
-        ("select api.update_webhook(%s, p_status => 'disabled')", (hook["id"],)),
+        ("select api.update_webhook(%s, status => 'disabled')", (hook["id"],)),
         ("select api.delete_webhook(%s)", (hook["id"],)),
         ("select api.webhook_deliveries(%s)", (hook["id"],)),
         ("select api.test_webhook(%s)", (hook["id"],)),
@@ -256,7 +256,7 @@ def test_fan_out_follows_event_and_project_filters(db: Conn) -> None:
     verified_p1 = create(db, t.user_key, url="http://127.0.0.1:9/v", events=["story.verified"],
                          project_id=p1)
     disabled = create(db, t.user_key, url="http://127.0.0.1:9/off")
-    call(db, t.user_key, "select api.update_webhook(%s, p_status => 'disabled')",
+    call(db, t.user_key, "select api.update_webhook(%s, status => 'disabled')",
          (disabled["id"],))
     e1 = emit(db, t.id, "story.verified", p1)
     e2 = emit(db, t.id, "story.verified", p2)
@@ -338,7 +338,7 @@ def test_retry_schedule_exhaustion_and_disabling(db: Conn) -> None:
     # A disabled endpoint's pending deliveries wait; re-enabling resets the count.
     emit(db, t.id, "story.status_changed")  # not fanned out: disabled
     assert claim(db) == []
-    call(db, t.user_key, "select api.update_webhook(%s, p_status => 'active')", (hook["id"],))
+    call(db, t.user_key, "select api.update_webhook(%s, status => 'active')", (hook["id"],))
     w = call(db, t.user_key, "select api.get_webhook(%s)", (hook["id"],))
     assert (w["status"], w["consecutive_exhaustions"]) == ("active", 0)
 
@@ -428,7 +428,7 @@ def test_test_event_goes_to_that_endpoint_only(db: Conn) -> None:
     d = call(db, t.user_key, "select api.test_webhook(%s)", (a["id"],))
     assert (d["event_type"], d["kind"], d["status"]) == ("webhook.test", "test", "pending")
     assert len(deliveries(db, a["id"])) == 1 and deliveries(db, b["id"]) == []
-    call(db, t.user_key, "select api.update_webhook(%s, p_status => 'disabled')", (b["id"],))
+    call(db, t.user_key, "select api.update_webhook(%s, status => 'disabled')", (b["id"],))
     assert api_error(db, t.user_key, "select api.test_webhook(%s)", (b["id"],)) \
         == (409, "webhook_disabled")
 
@@ -448,20 +448,20 @@ def test_replay_one_delivery_or_everything_since(db: Conn) -> None:
         (original["id"], original["message_id"], "pending")
     # While disabled, events are not fanned out; replay since a time catches up.
     since = db.execute("select now()").fetchone()[0]  # type: ignore[index]
-    call(db, t.user_key, "select api.update_webhook(%s, p_status => 'disabled')", (hook["id"],))
+    call(db, t.user_key, "select api.update_webhook(%s, status => 'disabled')", (hook["id"],))
     missed = [emit(db, t.id, "story.rejected") for _ in range(3)]
     emit(db, t.id, "epic.completed")  # not subscribed
-    assert api_error(db, t.user_key, "select api.replay_webhook(%s, p_since => %s)",
+    assert api_error(db, t.user_key, "select api.replay_webhook(%s, since => %s)",
                      (hook["id"], since)) == (409, "webhook_disabled")
-    call(db, t.user_key, "select api.update_webhook(%s, p_status => 'active')", (hook["id"],))
-    out = call(db, t.user_key, "select api.replay_webhook(%s, p_since => %s)", (hook["id"], since))
+    call(db, t.user_key, "select api.update_webhook(%s, status => 'active')", (hook["id"],))
+    out = call(db, t.user_key, "select api.replay_webhook(%s, since => %s)", (hook["id"], since))
     assert out["replayed"] == 3
     replayed = {d["event_id"] for d in deliveries(db, hook["id"]) if d["kind"] == "replay"}
     assert set(missed) <= replayed
     for stmt, params in [
         ("select api.replay_webhook(%s)", (hook["id"],)),
         ("select api.replay_webhook(%s, %s, now())", (hook["id"], original["id"])),
-        ("select api.replay_webhook(%s, p_since => now() + interval '1 day')", (hook["id"],)),
+        ("select api.replay_webhook(%s, since => now() + interval '1 day')", (hook["id"],)),
     ]:
         assert api_error(db, t.user_key, stmt, params) == (422, "invalid_replay"), stmt
     assert api_error(db, t.user_key, "select api.replay_webhook(%s, gen_random_uuid())",
