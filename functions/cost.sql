@@ -580,7 +580,7 @@ $$;
 
 create or replace function api.list_cost_anomalies(
   resolved boolean default false, project_id uuid default null,
-  story_id uuid default null, row_limit integer default 100, row_offset integer default 0
+  story_id uuid default null, "limit" integer default 100, "offset" integer default 0
 ) returns jsonb
 language plpgsql stable security definer set search_path = pg_catalog, app as $$
 #variable_conflict use_column
@@ -588,8 +588,8 @@ declare
   p_resolved boolean := list_cost_anomalies.resolved;
   p_project_id uuid := list_cost_anomalies.project_id;
   p_story_id uuid := list_cost_anomalies.story_id;
-  p_limit integer := list_cost_anomalies.row_limit;
-  p_offset integer := list_cost_anomalies.row_offset;
+  p_limit integer := list_cost_anomalies."limit";
+  p_offset integer := list_cost_anomalies."offset";
   v_me app.identity := app.require_identity();
 begin
   perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'list_cost_anomalies');
@@ -876,6 +876,110 @@ begin
                                          and w.avg_cost_millicents >= 2 * w.prev_avg, false))
            order by w.version)
       from with_prev w), '[]'::jsonb));
+end
+$$;
+
+-- ---------------------------------------------------------------------------------------
+-- The analytics views over HTTP (/api/v1/analytics/...): one function per view, paginated.
+-- ---------------------------------------------------------------------------------------
+create or replace function app.view_page(p_view text, p_filter text, p_limit integer,
+                                         p_offset integer) returns jsonb
+language plpgsql stable as $$
+declare
+  v jsonb;
+begin
+  if p_limit is null or p_limit not between 1 and 500 or p_offset is null or p_offset < 0 then
+    perform app.raise_error(422, 'invalid_pagination', 'limit must be 1..500 and offset >= 0',
+      jsonb_build_object('limit', p_limit, 'offset', p_offset));
+  end if;
+  -- p_view and p_filter are constants of the callers below, never client text.
+  execute format('select coalesce(jsonb_agg(to_jsonb(r)), ''[]''::jsonb) from '
+                 '(select * from api.%I r where %s limit %s offset %s) r',
+                 p_view, coalesce(p_filter, 'true'), p_limit, p_offset)
+    into v;
+  return v;
+end
+$$;
+
+create or replace function api.analytics_agents("limit" integer default 100,
+                                                "offset" integer default 0) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'analytics');
+  return app.view_page('agent_cost_ranking', null, analytics_agents."limit",
+                       analytics_agents."offset");
+end
+$$;
+
+create or replace function api.analytics_models("limit" integer default 100,
+                                                "offset" integer default 0) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'analytics');
+  return app.view_page('model_mix', null, analytics_models."limit", analytics_models."offset");
+end
+$$;
+
+create or replace function api.analytics_projects("limit" integer default 100,
+                                                  "offset" integer default 0) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'analytics');
+  return app.view_page('cost_by_project', null, analytics_projects."limit",
+                       analytics_projects."offset");
+end
+$$;
+
+create or replace function api.analytics_epics(project_id uuid default null,
+                                               "limit" integer default 100,
+                                               "offset" integer default 0) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'analytics');
+  return app.view_page('cost_by_epic',
+    case when analytics_epics.project_id is not null
+         then format('project_id = %L', analytics_epics.project_id) end,
+    analytics_epics."limit", analytics_epics."offset");
+end
+$$;
+
+create or replace function api.analytics_daily(project_id uuid default null,
+                                               since date default null,
+                                               until date default null,
+                                               "limit" integer default 100,
+                                               "offset" integer default 0) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v_me app.identity := app.require_identity();
+begin
+  perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'analytics');
+  return app.view_page('cost_daily', concat_ws(' and ',
+      case when analytics_daily.project_id is not null
+           then format('project_id = %L', analytics_daily.project_id) end,
+      case when since is not null then format('day >= %L::date', since) end,
+      case when until is not null then format('day <= %L::date', until) end),
+    analytics_daily."limit", analytics_daily."offset");
+end
+$$;
+
+-- GET /stories/{id}/token-usage: the effective reports as a list, totals and the governing
+-- budget in meta (api.story_token_usage has the same plus the full history).
+create or replace function api.list_story_token_usage(story_id uuid) returns jsonb
+language plpgsql stable security definer set search_path = pg_catalog, app as $$
+declare
+  v jsonb := api.story_token_usage(list_story_token_usage.story_id);
+begin
+  return jsonb_build_object('data', v -> 'reports',
+    'meta', jsonb_build_object('story_id', v -> 'story_id', 'totals', v -> 'totals',
+                               'budget', v -> 'budget', 'has_more', false));
 end
 $$;
 

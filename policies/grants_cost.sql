@@ -41,3 +41,9 @@ grant select (tenant_id, id, project_id, number, title) on app.epics
   to loopctl_user, loopctl_orchestrator, loopctl_agent, loopctl_analyst;
 grant select (tenant_id, id, name, slug) on app.projects
   to loopctl_user, loopctl_orchestrator, loopctl_agent, loopctl_analyst;
+grant execute on function api.analytics_agents(integer, integer),
+  api.analytics_models(integer, integer), api.analytics_projects(integer, integer),
+  api.analytics_epics(uuid, integer, integer),
+  api.analytics_daily(uuid, date, date, integer, integer),
+  api.list_story_token_usage(uuid)
+  to loopctl_user, loopctl_orchestrator, loopctl_agent;

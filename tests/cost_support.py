@@ -51,7 +51,7 @@ def make_work(admin: psycopg.Connection[Any], tenant_id: str, epics: int = 1,
 def call(conn: psycopg.Connection[Any], key: Key, fn: str, commit: bool = True,
          **args: Any) -> Any:
     """Call api.<fn>(named args) as `key`; returns the jsonb result."""
-    names = ", ".join(f"{k} => %({k})s" for k in args)
+    names = ", ".join(f"\"{k}\" => %({k})s" for k in args)
     params = {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in args.items()}
     with as_key(conn, key, commit=commit) as c:
         row = c.execute(f"select api.{fn}({names})", params).fetchone()

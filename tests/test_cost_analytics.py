@@ -199,3 +199,32 @@ def test_analyst_login_sees_its_tenant_through_the_views_only(
                 analyst.execute("select * from app.token_usage_reports")
     finally:
         db.execute(f'drop role if exists "{role}"')
+
+
+def test_analytics_functions_page_the_views(db: psycopg.Connection[Any]) -> None:
+    t, keys, work, effective = build_dataset(db)
+    agent = keys["worker-1"]
+    ranking = call(db, agent, "analytics_agents")
+    assert [tuple(r[c] for c in ("agent", "tokens", "stories", "tokens_per_story",
+                                 "dominant_model", "budget_pct")) for r in ranking] \
+        == PRODUCT_TABLE
+    assert [r["agent"] for r in call(db, agent, "analytics_agents", limit=2, offset=1)] \
+        == ["worker-1", "worker-2"]
+    assert len(call(db, agent, "analytics_epics", project_id=work.project_id)) == 5
+    assert call(db, agent, "analytics_epics", project_id=str(uuid.uuid4())) == []
+    [day] = call(db, agent, "analytics_daily", project_id=work.project_id)
+    assert day["reports"] == len(effective)
+    assert call(db, agent, "analytics_daily", since="2999-01-01") == []
+    assert {m["model_name"] for m in call(db, agent, "analytics_models")} \
+        == {u.model for u in effective.values()}
+    assert call(db, agent, "analytics_projects")[0]["project_id"] == work.project_id
+    with pytest.raises(psycopg.Error) as info, as_key(db, agent) as c:
+        c.execute('select api.analytics_agents("limit" => 0)')
+    assert info.value.sqlstate == "PGRST"
+    other = create_tenant(db)
+    assert call(db, other.user_key, "analytics_agents") == []
+    story = next(iter(effective.values())).story
+    listed = call(db, agent, "list_story_token_usage", story_id=story)
+    assert {r["id"] for r in listed["data"]} == {u.id for u in effective.values()
+                                                 if u.story == story}
+    assert listed["meta"]["totals"]["reports"] == len(listed["data"])

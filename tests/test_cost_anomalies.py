@@ -116,4 +116,4 @@ def test_list_and_resolve(db: psycopg.Connection[Any]) -> None:
     # Once resolved, a new deviation opens a new anomaly.
     report(db, agent, stories[7], cost=5000)
     assert len(call(db, agent, "list_cost_anomalies")) == 1
-    assert expect_error(db, agent, "list_cost_anomalies", row_limit=0)[0] == 422
+    assert expect_error(db, agent, "list_cost_anomalies", limit=0)[0] == 422
