@@ -1,6 +1,7 @@
 """Issue #9: a person's path through the real pages in headless Chromium, with the DevTools
 virtual authenticator (CDP WebAuthn domain) standing in for a security key: sign up, see
-the key, copy it, sign in again, mint an agent key. Screenshots land in tests/artifacts/.
+the key, copy it, sign in again, mint an agent key, add a second passkey and sign in
+with it. Screenshots land in tests/artifacts/.
 
 Chromium is driven over the DevTools protocol directly (a websocket), which works offline
 and needs nothing beyond the `chromium` package (scripts/provision-test.sh).
@@ -224,7 +225,30 @@ def test_a_person_signs_up_copies_the_key_signs_in_and_mints_an_agent_key(
         me = whoami(admin, Key(agent_raw, "agent", tenant_id, agent_key_id))
         assert (me["tenant_id"], me["role"], me["agent_id"]) == (tenant_id, "agent", agent_id)
 
+        # 5. A second passkey: unplug the first key, plug in another, add it, sign out and
+        #    back in with it.
+        page.send("WebAuthn.removeVirtualAuthenticator", authenticatorId=authenticator)
+        spare = page.send("WebAuthn.addVirtualAuthenticator", options={
+            "protocol": "ctap2", "transport": "usb", "hasResidentKey": True,
+            "hasUserVerification": True, "isUserVerified": True,
+            "automaticPresenceSimulation": True})["authenticatorId"]
+        page.fill("#authenticator-name", "spare key")
+        page.click("#add-authenticator")
+        page.wait_for("document.querySelectorAll('#authenticators tr').length === 2")
+        page.click("#signout")
+        page.wait_for(f"location.href === {json.dumps(origin + '/signin')} && "
+                      "document.readyState === 'complete'")
+        page.click("#signin-submit")
+        page.wait_for(f"location.href === {json.dumps(origin + '/keys')} && "
+                      "document.body.dataset.ready === '1'")
+        page.screenshot("7-second-passkey")
+        used = admin.execute("select name from app.webauthn_credentials where tenant_id = %s"
+                             " and sign_count > 0 order by last_used_at desc limit 1",
+                             (tenant_id,)).fetchone()[0]
+        assert used == "spare key"
+        assert len(page.send("WebAuthn.getCredentials", authenticatorId=spare)["credentials"]) == 1
+
     for step in ("1-signup-form", "2-key-shown", "3-key-copied", "4-signin",
-                 "5-signed-in-keys", "6-agent-key"):
+                 "5-signed-in-keys", "6-agent-key", "7-second-passkey"):
         shot = ARTIFACTS / f"signup-{step}.png"
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 2000
