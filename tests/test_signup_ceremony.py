@@ -296,11 +296,28 @@ def test_a_signup_challenge_cannot_sign_in(site: Site) -> None:
 
 def test_malformed_credentials_are_4xx(site: Site) -> None:
     with site.client() as c:
-        for body in ({"credential": {}}, {"credential": {"response": {"clientDataJSON": "!!"}}},
-                     {"nope": 1}, []):
-            for path in ("/signup/verify", "/signin/verify"):
+        authn, _ = site.signup(c, "malformed")
+        reg = authn.create(site.signup_options(c, "malformed-2"))
+        assertion = authn.get(c.post("/signin/options", json={}).json()["publicKey"])
+        before = site.counts()
+        bodies: list[Any] = [{"credential": {}}, {"nope": 1}, [], "x",
+                             {"credential": {"response": {"clientDataJSON": "!!"}}},
+                             {"credential": {"response": []}}]
+        for good in (reg, assertion):
+            for field, value in (("rawId", "%%%"), ("rawId", 5), ("response", "x"),
+                                 ("type", "password"), ("id", None)):
+                bodies.append({"credential": {**good, field: value}})
+            for field in good["response"]:
+                if field != "clientDataJSON":
+                    for value in ("", "AAAA", None, 7):
+                        bodies.append({"credential": {
+                            **good, "response": {**good["response"], field: value}}})
+        for body in bodies:
+            for path in ("/signup/verify", "/signin/verify", "/session/authenticators/verify"):
                 r = c.post(path, json=body)
                 assert 400 <= r.status_code < 500, (path, body, r.text)
+                assert r.json().get("code") or r.json().get("detail"), r.text
+        assert site.counts() == before
 
 
 # -- rate limit --------------------------------------------------------------------------------

@@ -125,7 +125,9 @@ def verify_registration(settings: Settings, credential: dict[str, Any],
         )
     except (WebAuthnException, KeyError, TypeError, ValueError) as exc:
         raise CeremonyError(f"registration refused: {exc}") from exc
-    transports = credential.get("response", {}).get("transports") or []
+    transports = credential["response"].get("transports")
+    if not isinstance(transports, list):
+        transports = []
     return NewCredential(
         credential_id=verified.credential_id,
         public_key=verified.credential_public_key,
