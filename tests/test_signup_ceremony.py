@@ -467,3 +467,20 @@ def test_pages_are_served_without_external_assets(site: Site) -> None:
         assert "http://" not in r.text and "https://" not in r.text
     assert httpx.get(site.server.base_url + "/passkey/passkey.js").status_code == 200
     assert httpx.get(site.server.base_url + "/passkey/..%2Fsignup.html").status_code == 404
+
+
+def test_the_signup_key_works_on_the_http_api(site: Site) -> None:
+    with site.client() as c:
+        _, data = site.signup(c, "http-api-key")
+    raw = data["api_key"]["raw_key"]
+    r = httpx.get(site.server.base_url + "/api/v1/me",
+                  headers={"Authorization": f"Bearer {raw}"})
+    if r.status_code == 404 and r.json() == {"detail": "Not Found"}:  # no such route
+        pytest.skip("the /api/v1 gateway is not in this build")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    me = body.get("data", body)
+    assert me["tenant_id"] == data["tenant"]["id"] and me["role"] == "user"
+    wrong = httpx.get(site.server.base_url + "/api/v1/me",
+                      headers={"Authorization": f"Bearer {raw[:-1]}x"})
+    assert wrong.status_code == 401
