@@ -175,3 +175,18 @@ def test_any_domain_self_hosts_and_tls_makes_the_cookie_secure(fresh_db: str) ->
         cookie = r.headers["set-cookie"].lower()
         assert "secure" in cookie and "httponly" in cookie and "samesite=strict" in cookie
         assert "https://loopctl.example/api/v1/me" in r.json()["next_steps"]["curl"]
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [("", "testclient"),
+                                                   ("10.0.0.1", "testclient"),
+                                                   ("10.0.0.1, testclient", "203.0.113.7")])
+def test_rate_limit_address_honours_only_trusted_proxies(fresh_db: str, trusted: str,
+                                                         expected: str) -> None:
+    app = create_app(Settings(trusted_proxies=trusted), fresh_db)
+    with TestClient(app) as c:
+        r = c.post("/signin/options", json={},
+                   headers={"X-Forwarded-For": "198.51.100.66, 203.0.113.7"})
+        assert r.status_code == 200, r.text
+    with psycopg.connect(fresh_db) as conn:
+        rows = conn.execute("select client_addr from app.signup_attempts").fetchall()
+    assert rows == [(expected,)]

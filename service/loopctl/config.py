@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     webauthn_rp_id: str = "localhost"
     webauthn_rp_name: str = "loopctl"
     webauthn_origin: str = "http://localhost:8000"
+    # Reverse proxies (comma-separated IPs) whose X-Forwarded-For names the client for the
+    # signup/sign-in rate limit; from anyone else the header is ignored (client-controlled).
+    trusted_proxies: str = ""
 
     # Webhook delivery and the background worker (`loopctl worker`; SPEC §10).
     # Seconds to wait before each retry, comma-separated: after the last one, exhausted.

@@ -107,9 +107,14 @@ def _sql_error(exc: psycopg.Error) -> SignupError:
 
 
 def _client_addr(request: Request) -> str:
-    # The socket peer: a forwarded-for header is client-controlled unless a trusted proxy
-    # rewrites it, so it is not used here.
-    return request.client.host if request.client else "unknown"
+    """The socket peer, or, behind a configured reverse proxy, the address that proxy saw
+    (the last X-Forwarded-For entry: the one the trusted proxy appended)."""
+    peer = request.client.host if request.client else "unknown"
+    trusted = {p.strip() for p in _settings(request).trusted_proxies.split(",") if p.strip()}
+    forwarded = request.headers.get("x-forwarded-for", "")
+    if peer in trusted and forwarded.strip():
+        return forwarded.split(",")[-1].strip()[:100] or peer
+    return peer
 
 
 def _check_origin(request: Request, *, required: bool) -> None:
