@@ -1558,9 +1558,13 @@ language sql immutable as $$
          with ordinality as x(d, i)
 $$;
 
+-- Planner settings: within the import's own transaction the row estimates for the rows it
+-- just wrote are stale (often "1 row"), which makes nested loops quadratic at 5000 stories;
+-- hash joins stay linear. JIT off: compiling these one-off statements costs seconds.
 create or replace function api.import_project(project_id uuid, payload jsonb, merge boolean default false)
 returns jsonb
-language plpgsql volatile security definer set search_path = pg_catalog, app as $$
+language plpgsql volatile security definer
+set search_path = pg_catalog, app set enable_nestloop = off set jit = off as $$
 #variable_conflict use_column
 declare
   v_me app.identity;
@@ -1579,6 +1583,8 @@ declare
   v_edeps_wanted integer; v_edeps_created integer;
   v_result jsonb;
   v_key text;
+  v_epic_ids jsonb;   -- epic number (text) -> id
+  v_story_ids jsonb;  -- story number -> id
   v_state text; v_constraint text; v_msg text;
 begin
   -- Read by the audit triggers: every row written below is audited as part of this import.
@@ -1617,16 +1623,22 @@ begin
       'split the import into several calls with merge=true');
   end if;
 
+  -- Number -> id of what the project holds. Lookups go through these maps, not joins on
+  -- number: inside one transaction the planner's estimates for freshly written rows are
+  -- stale, and a join it believes tiny turns quadratic at 5000 stories.
+  select coalesce(jsonb_object_agg(e.number::text, e.id), '{}'::jsonb) into v_epic_ids
+    from app.epics e where e.tenant_id = v_p.tenant_id and e.project_id = v_p.id;
+  select coalesce(jsonb_object_agg(s.number, s.id), '{}'::jsonb) into v_story_ids
+    from app.stories s where s.tenant_id = v_p.tenant_id and s.project_id = v_p.id;
+
   -- 3. Types and values of every field (title required only for what will be created).
   select coalesce(jsonb_agg(err), '[]'::jsonb) into v_errors from (
     select jsonb_array_elements(app.wm_epic_errors(e.obj, format('epics[%s]', e.idx),
-             not v_merge or not exists (select 1 from app.epics x
-                                         where x.project_id = v_p.id and x.number = e.number))) err
+             not v_merge or not coalesce(v_epic_ids ? e.number::text, false))) err
       from app.wm_payload_epics(v_payload) e
     union all
     select jsonb_array_elements(app.wm_story_errors(s.obj, s.path,
-             not v_merge or not exists (select 1 from app.stories x
-                                         where x.project_id = v_p.id and x.number = s.number)))
+             not v_merge or not coalesce(v_story_ids ? s.number, false)))
       from app.wm_payload_stories(v_payload) s
     union all
     select app.wm_err(format('story_dependencies[%s]', d.idx),
@@ -1673,10 +1685,10 @@ begin
   -- 5. References must name a story / epic of the payload or of the project.
   with known_stories as (
     select number from app.wm_payload_stories(v_payload)
-    union select number from app.stories where project_id = v_p.id
+    union select jsonb_object_keys(v_story_ids)
   ), known_epics as (
     select number from app.wm_payload_epics(v_payload)
-    union select number from app.epics where project_id = v_p.id
+    union select jsonb_object_keys(v_epic_ids)::integer
   ), bad_sdeps as (
     select d.idx, d.story, d.depends_on,
            array_remove(array[case when d.story not in (select number from known_stories)
@@ -1715,12 +1727,10 @@ begin
     select jsonb_strip_nulls(jsonb_build_object(
       'epics', (select jsonb_agg(e.number order by e.number)
                   from app.wm_payload_epics(v_payload) e
-                 where exists (select 1 from app.epics x
-                                where x.project_id = v_p.id and x.number = e.number)),
+                 where v_epic_ids ? e.number::text),
       'stories', (select jsonb_agg(s.number order by app.wm_number_key(s.number))
                     from app.wm_payload_stories(v_payload) s
-                   where exists (select 1 from app.stories x
-                                  where x.project_id = v_p.id and x.number = s.number))))
+                   where v_story_ids ? s.number)))
       into v_report;
     if v_report <> '{}'::jsonb then
       perform app.raise_error(409, 'numbers_already_exist',
@@ -1774,8 +1784,10 @@ begin
     select v_p.tenant_id, v_p.id, e.number, e.obj ->> 'title', e.obj ->> 'description',
            e.obj ->> 'phase', coalesce((e.obj ->> 'position')::integer, e.number)
       from app.wm_payload_epics(v_payload) e
-     where not exists (select 1 from app.epics x where x.project_id = v_p.id and x.number = e.number);
+     where not v_epic_ids ? e.number::text;
     get diagnostics v_epics_created = row_count;
+    select coalesce(jsonb_object_agg(e.number::text, e.id), '{}'::jsonb) into v_epic_ids
+      from app.epics e where e.tenant_id = v_p.tenant_id and e.project_id = v_p.id;
 
     if v_merge then
       -- Only the keys present in the payload change; statuses are never touched.
@@ -1790,7 +1802,8 @@ begin
                      case when jsonb_typeof(e.obj -> 'position') = 'number'
                           then (e.obj ->> 'position')::integer else x.position end position
                 from app.wm_payload_epics(v_payload) e
-                join app.epics x on x.project_id = v_p.id and x.number = e.number) n
+                join app.epics x on x.tenant_id = v_p.tenant_id
+                                and x.id = (v_epic_ids ->> e.number::text)::uuid) n
        where t.tenant_id = v_p.tenant_id and t.id = n.id
          and (t.title, t.description, t.phase, t.position)
              is distinct from (n.title, n.description, n.phase, n.position);
@@ -1798,31 +1811,34 @@ begin
 
       with changed as (
         update app.stories t
-           set epic_id = n.epic_id, title = n.title, description = n.description,
-               estimated_hours = n.estimated_hours, updated_at = now()
-          from (select x.id, e.id epic_id,
-                       case when s.obj ? 'title' then s.obj ->> 'title' else x.title end title,
-                       case when s.obj ? 'description' then s.obj ->> 'description'
-                            else x.description end description,
-                       case when s.obj ? 'estimated_hours'
-                            then (s.obj ->> 'estimated_hours')::numeric
-                            else x.estimated_hours end estimated_hours
+           set epic_id = n.epic_id,
+               title = case when n.obj ? 'title' then n.obj ->> 'title' else t.title end,
+               description = case when n.obj ? 'description' then n.obj ->> 'description'
+                                  else t.description end,
+               estimated_hours = case when n.obj ? 'estimated_hours'
+                                      then (n.obj ->> 'estimated_hours')::numeric
+                                      else t.estimated_hours end,
+               updated_at = now()
+          from (select (v_story_ids ->> s.number)::uuid id,
+                       (v_epic_ids ->> s.epic_number::text)::uuid epic_id, s.obj
                   from app.wm_payload_stories(v_payload) s
-                  join app.stories x on x.project_id = v_p.id and x.number = s.number
-                  join app.epics e on e.project_id = v_p.id and e.number = s.epic_number) n
+                 where v_story_ids ? s.number) n
          where t.tenant_id = v_p.tenant_id and t.id = n.id
-           and (t.epic_id, t.title, t.description, t.estimated_hours)
-               is distinct from (n.epic_id, n.title, n.description, n.estimated_hours)
+           and (t.epic_id, t.title, t.description, t.estimated_hours) is distinct from
+               (n.epic_id,
+                case when n.obj ? 'title' then n.obj ->> 'title' else t.title end,
+                case when n.obj ? 'description' then n.obj ->> 'description' else t.description end,
+                case when n.obj ? 'estimated_hours' then (n.obj ->> 'estimated_hours')::numeric
+                     else t.estimated_hours end)
         returning t.id)
       select coalesce(array_agg(id), '{}') into v_updated_ids from changed;
 
       -- Criteria of existing stories, where the payload lists them: matched by id, so a
       -- kept criterion keeps its status.
       with target as (
-        select x.id story_id, s.obj -> 'acceptance_criteria' criteria
+        select (v_story_ids ->> s.number)::uuid story_id, s.obj -> 'acceptance_criteria' criteria
           from app.wm_payload_stories(v_payload) s
-          join app.stories x on x.project_id = v_p.id and x.number = s.number
-         where s.obj ? 'acceptance_criteria'
+         where s.obj ? 'acceptance_criteria' and v_story_ids ? s.number
       ), wanted as (
         select t.story_id, c.ac_id, c.position, c.description
           from target t cross join lateral app.wm_criteria(t.criteria) c
@@ -1846,20 +1862,17 @@ begin
 
       select coalesce(jsonb_agg(x.number order by app.wm_number_key(x.number)), '[]'::jsonb)
         into v_orphans
-        from app.stories x
-       where x.project_id = v_p.id
-         and not exists (select 1 from app.wm_payload_stories(v_payload) s where s.number = x.number);
+        from jsonb_object_keys(v_story_ids) as x(number)
+       where not exists (select 1 from app.wm_payload_stories(v_payload) s where s.number = x.number);
     end if;
 
     with created as (
       insert into app.stories (tenant_id, project_id, epic_id, number, title, description,
                                estimated_hours)
-      select v_p.tenant_id, v_p.id, e.id, s.number, s.obj ->> 'title', s.obj ->> 'description',
-             (s.obj ->> 'estimated_hours')::numeric
+      select v_p.tenant_id, v_p.id, (v_epic_ids ->> s.epic_number::text)::uuid, s.number,
+             s.obj ->> 'title', s.obj ->> 'description', (s.obj ->> 'estimated_hours')::numeric
         from app.wm_payload_stories(v_payload) s
-        join app.epics e on e.project_id = v_p.id and e.number = s.epic_number
-       where not exists (select 1 from app.stories x
-                          where x.project_id = v_p.id and x.number = s.number)
+       where not v_story_ids ? s.number
       returning id, number
     ), criteria as (
       insert into app.acceptance_criteria (tenant_id, story_id, ac_id, position, description)
@@ -1871,12 +1884,12 @@ begin
     )
     select (select count(*) from created), (select count(*) from criteria)
       into v_stories_created, v_criteria_created;
+    select coalesce(jsonb_object_agg(s.number, s.id), '{}'::jsonb) into v_story_ids
+      from app.stories s where s.tenant_id = v_p.tenant_id and s.project_id = v_p.id;
 
     with wanted as (
-      select distinct s.id sid, d.id did
+      select distinct (v_story_ids ->> p.story)::uuid sid, (v_story_ids ->> p.depends_on)::uuid did
         from app.wm_payload_story_deps(v_payload) p
-        join app.stories s on s.project_id = v_p.id and s.number = p.story
-        join app.stories d on d.project_id = v_p.id and d.number = p.depends_on
     ), created as (
       insert into app.story_dependencies (tenant_id, story_id, depends_on_story_id)
       select v_p.tenant_id, sid, did from wanted
@@ -1887,10 +1900,9 @@ begin
       into v_sdeps_wanted, v_sdeps_created;
 
     with wanted as (
-      select distinct e.id eid, d.id did
+      select distinct (v_epic_ids ->> p.epic::text)::uuid eid,
+             (v_epic_ids ->> p.depends_on::text)::uuid did
         from app.wm_payload_epic_deps(v_payload) p
-        join app.epics e on e.project_id = v_p.id and e.number = p.epic
-        join app.epics d on d.project_id = v_p.id and d.number = p.depends_on
     ), created as (
       insert into app.epic_dependencies (tenant_id, epic_id, depends_on_epic_id)
       select v_p.tenant_id, eid, did from wanted
