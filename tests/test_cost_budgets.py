@@ -193,3 +193,39 @@ def test_raising_a_limit_rearms_its_events(db: psycopg.Connection[Any]) -> None:
     assert b["fired"] == [] and b["pct_used"] == 10
     report(db, agent, story, cost=900)
     assert len(events(db, "token.budget_exceeded")) == 2
+
+
+def test_block_mode_holds_under_20_concurrent_reports(
+    db: psycopg.Connection[Any], fresh_db: str
+) -> None:
+    """No race lets spending run past a blocking budget: with 100 per report and a limit of
+    1,000, exactly 10 of 20 concurrent reports are accepted, the other 10 get 402."""
+    t = create_tenant(db)
+    agents = [create_agent_key(db, t.id, "agent", f"worker-{i}") for i in range(4)]
+    work = make_work(db, t.id, stories_per_epic=4)
+    stories = work.stories[work.epics[0]]
+    call(db, t.user_key, "set_token_budget", scope_type="epic", scope_id=work.epics[0],
+         limit_millicents=1000, mode="block")
+    barrier = threading.Barrier(20)
+    outcomes: list[int] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            barrier.wait(timeout=30)
+            try:
+                report(conn, agents[i % 4], stories[i % 4], cost=100, commit=True)
+                status = 201
+            except psycopg.Error as exc:
+                status = error_of(exc)[0]
+            with lock:
+                outcomes.append(status)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert sorted(outcomes) == [201] * 10 + [402] * 10
+    assert scalar(db, "select sum(cost_millicents) from app.token_usage_reports") == 1000
+    assert len(events(db, "token.budget_exceeded")) == 1
