@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
-from sm_support import Reply, call, make_story, make_world, story_row
+from sm_support import Reply, call, make_story, make_world, review, run_to_reported, story_row
 
 from loopctl.testing import Key, create_agent_key
 
@@ -48,3 +48,35 @@ def test_twenty_concurrent_claims_one_winner(db: psycopg.Connection, fresh_db: s
     claimed = db.execute("select count(*) from app.events where entity_id = %s "
                          "and event_type = 'story.claimed'", (sid,)).fetchone()[0]
     assert claimed == 1
+
+
+def test_concurrent_verifies_of_an_epic_announce_completion_once(
+        db: psycopg.Connection, fresh_db: str) -> None:
+    """The last stories of an epic verified at the same moment by different orchestrators:
+    epic.completed is emitted exactly once (neither lost nor doubled), with no deadlock."""
+    w = make_world(db)
+    stories = [make_story(db, w, f"1.{i}") for i in range(6)]
+    for sid in stories:
+        run_to_reported(db, w, sid)
+        assert review(db, w.user, sid).status == 201
+    verifiers = [create_agent_key(db, w.tenant_id, "orchestrator", f"verifier-{i}")
+                 for i in range(len(stories))]
+    connections = [psycopg.connect(fresh_db, autocommit=True) for _ in stories]
+    start = threading.Barrier(len(stories))
+
+    def verify(conn: psycopg.Connection, key: Key, sid: str) -> Reply:
+        conn.execute("set lock_timeout = '20s'")
+        start.wait()
+        return call(conn, key, "verify_story", story_id=sid, result="pass", commit=True)
+
+    try:
+        with ThreadPoolExecutor(len(stories)) as pool:
+            replies = list(pool.map(verify, connections, verifiers, stories))
+    finally:
+        for conn in connections:
+            conn.close()
+    assert [r.status for r in replies] == [200] * len(stories)
+    assert sum(r.body["epic_completed"] for r in replies) == 1
+    completed = db.execute("select count(*) from app.events "
+                           "where event_type = 'epic.completed'").fetchone()[0]
+    assert completed == 1
