@@ -1,4 +1,4 @@
 -- Revert loopctl:gateway_tables from pg
 begin;
--- drop table if exists ... cascade;
+drop table if exists app.rate_limits cascade;
 commit;

@@ -34,3 +34,6 @@ select 'app.webhook_claim(text, integer, double precision)'::regprocedure,
        'api.create_webhook(text, text[], uuid, text)'::regprocedure;
 select 1 / count(*)::int from pg_trigger where tgname = 'webhook_fanout'
    and tgrelid = 'app.events'::regclass;
+-- Gateway (issue #4): authentication with the shared rate limit, request settings.
+select 'auth.authenticate_request(text)'::regprocedure,
+       'auth.assume_request(boolean, text, text, text, text)'::regprocedure;

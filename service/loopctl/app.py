@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from loopctl import __version__, health
+from loopctl import __version__, gateway, health
 from loopctl.config import Settings
 from loopctl.db import make_pool
 from loopctl.mcp_tools.mount import mount_mcp
@@ -20,10 +20,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
+        await gateway.start(app)
         try:
             async with mcp_running:
                 yield
         finally:
+            await gateway.stop(app)
             pool.close()
 
     app = FastAPI(
@@ -40,4 +42,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(health.router)
     mcp_running = mount_mcp(app)
     app.include_router(signup_router)
+    gateway.install(app, settings, database_url)  # /api/v1, /rpc, PostgREST views, docs
     return app

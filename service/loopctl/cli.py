@@ -11,6 +11,7 @@ from loopctl import migrate
 from loopctl.config import ConfigError, Settings, get_settings
 from loopctl.db import DatabaseUnavailable, check_reachable, database_url, embedded_cluster
 from loopctl.embedded_pg import EmbeddedPgError, port_is_free
+from loopctl.gateway.credentials import authenticator_password, ensure_authenticator
 
 EXPECTED_ERRORS = (EmbeddedPgError, DatabaseUnavailable, migrate.MigrationError, ConfigError)
 
@@ -24,6 +25,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     check_reachable(url)
     if not args.no_migrate:
         migrate.deploy(url, settings.migrations_dir)
+    ensure_authenticator(url, authenticator_password(settings, url))
     import uvicorn
 
     from loopctl.app import create_app
@@ -80,6 +82,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         migrate.revert(url, settings.migrations_dir, args.to)
     else:
         migrate.deploy(url, settings.migrations_dir, args.to)
+        ensure_authenticator(url, authenticator_password(settings, url))
     print(json.dumps({"migrated": "reverted" if args.revert else "deployed", "to": args.to}))
     return 0
 

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # Reverse proxies (comma-separated IPs) whose X-Forwarded-For names the client for the
     # signup/sign-in rate limit; from anyone else the header is ignored (client-controlled).
     trusted_proxies: str = ""
+    # The gateway connects as `authenticator` (empty: generated, see gateway/credentials.py).
+    authenticator_password: str = ""
 
     # Webhook delivery and the background worker (`loopctl worker`; SPEC §10).
     # Seconds to wait before each retry, comma-separated: after the last one, exhausted.
