@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from loopctl.config import Settings
-from loopctl.gateway import discovery, openapi, postgrest, pgrst_config, swagger, v1
+from loopctl.gateway import discovery, openapi, pgrst_config, postgrest, swagger, v1
 from loopctl.gateway.credentials import authenticator_password, gateway_url
 from loopctl.gateway.declare import Route
 from loopctl.gateway.executor import Gateway

@@ -69,11 +69,11 @@ def envelope_example(r: Route) -> Any:
 def _example_value(schema: dict[str, Any]) -> Any:
     if "example" in schema:
         return schema["example"]
+    if schema.get("format") == "uuid":
+        return "7d9f3c1e-0000-4000-8000-000000000001"
     kind = schema.get("type")
-    return {"string": "text" if schema.get("format") != "uuid"
-            else "7d9f3c1e-0000-4000-8000-000000000001",
-            "integer": 1, "boolean": True, "array": [], "object": {}}.get(
-                kind if isinstance(kind, str) else "", None)
+    samples = {"string": "text", "integer": 1, "boolean": True, "array": [], "object": {}}
+    return samples.get(kind) if isinstance(kind, str) else None
 
 
 def operation(r: Route, path: str, operation_id: str) -> dict[str, Any]:

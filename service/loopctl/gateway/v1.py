@@ -150,6 +150,11 @@ def make_endpoint(route: Route) -> Endpoint:
                 path=request.url.path, headers=forwarded_headers(request),
                 read_only=fn.read_only and request.method == "GET")
         except HttpError as error:
+            if error.pgrst_code == "42883":  # dropped since the catalog was read?
+                await gateway.reload_catalog(min_age=0.2)
+                if gateway.catalog.function(route.schema_name, route.function_name) is None:
+                    error = HttpError(501, "not_implemented", f"{route.function} does not "
+                                      "exist in this database", pgrst_code="PGRST202")
             return error_response(error)
         text = outcome.text
         result = json.loads(text) if text else None
