@@ -174,7 +174,7 @@ async def read_relation(request: Request) -> Response:
         schema = _schema(request, gateway, "accept-profile")
         rel = gateway.catalog.relation(schema, name)
         if rel is None:
-            await gateway.reload_catalog(min_age=1.0)
+            await gateway.reload_catalog(min_age=0.25)
             rel = gateway.catalog.relation(schema, name)
         if rel is None:
             raise HttpError(404, "relation_not_found",
@@ -243,7 +243,7 @@ async def call_rpc(request: Request) -> Response:
             args = {k: v for k, v in request.query_params.items() if k not in RESERVED}
         fn = gateway.catalog.function(schema, name, set(args))
         if fn is None:
-            await gateway.reload_catalog(min_age=1.0)
+            await gateway.reload_catalog(min_age=0.25)
             fn = gateway.catalog.function(schema, name, set(args))
         if fn is None:
             raise HttpError(

@@ -29,8 +29,8 @@ def error_response(error: HttpError) -> Response:
 
 async def resolve_function(gateway: Gateway, route: Route) -> Function:
     fn = gateway.catalog.function(route.schema_name, route.function_name)
-    if fn is None:  # landed since startup? re-read the catalog (at most once a second)
-        await gateway.reload_catalog(min_age=1.0)
+    if fn is None:  # landed since startup? re-read the catalog (at most 4 times a second)
+        await gateway.reload_catalog(min_age=0.25)
         fn = gateway.catalog.function(route.schema_name, route.function_name)
     if fn is None:
         raise HttpError(501, "not_implemented",
