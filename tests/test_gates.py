@@ -230,3 +230,21 @@ def test_anonymous_and_forged_callers(db: psycopg.Connection) -> None:
             as_api_role(db, "loopctl_orchestrator", w.implementer.claims):
         db.execute("select api.report_story(%s)", (sid,))
     assert exc.value.diag.sqlstate == "PGRST" and '"status": 401' in exc.value.diag.message_detail
+
+
+def test_bulk_paths_are_halted_too(db: psycopg.Connection) -> None:
+    w = make_world(db, settings={"custody_halt_after_violations": 1})
+    s1, s2 = make_story(db, w, "1.1"), make_story(db, w, "1.2")
+    run_to_reported(db, w, s1)
+    run_to_reported(db, w, s2)
+    assert review(db, w.user, s1).status == review(db, w.user, s2).status == 201
+    impl_as_orchestrator = new_key_for_agent(db, w.tenant_id, w.implementer.agent_id,
+                                             "orchestrator")
+    # The first item is a violation (recorded); from then on the tenant is halted.
+    r = call(db, impl_as_orchestrator, "bulk_verify", story_ids=[s1, s2])
+    codes = sorted(i["error"]["code"] for i in r.body["results"])
+    assert codes == ["custody_halted", "self_verify_blocked"]
+    r = call(db, w.orchestrator, "verify_all_in_epic", epic_id=w.epic_id)
+    assert [i["error"]["code"] for i in r.body["results"]] == ["custody_halted"] * 2
+    assert db.execute("select count(*) from app.custody_violations").fetchone()[0] == 1
+    assert {story_row(db, s)["verified_status"] for s in (s1, s2)} == {"unverified"}
