@@ -434,15 +434,17 @@ language sql stable as $$
     'position', e.position, 'created_at', e.created_at, 'updated_at', e.updated_at)
 $$;
 
-create or replace function app.wm_story_json(s app.stories) returns jsonb
-language sql stable as $$
+-- A story as JSON from its row plus the two joined values. Lists pass those in from one
+-- set-based query: a per-row lookup would re-run the RLS tenant check (identity
+-- resolution) for every row.
+create or replace function app.wm_story_row_json(s app.stories, p_epic_number integer,
+                                                 p_ac_count bigint) returns jsonb
+language sql immutable as $$
   select jsonb_build_object('id', s.id, 'project_id', s.project_id, 'epic_id', s.epic_id,
-    'epic_number', (select e.number from app.epics e
-                     where e.tenant_id = s.tenant_id and e.id = s.epic_id),
+    'epic_number', p_epic_number,
     'number', s.number, 'title', s.title, 'description', s.description,
     'estimated_hours', s.estimated_hours,
-    'ac_count', (select count(*) from app.acceptance_criteria c
-                  where c.tenant_id = s.tenant_id and c.story_id = s.id),
+    'ac_count', coalesce(p_ac_count, 0),
     'agent_status', s.agent_status, 'verified_status', s.verified_status,
     'assigned_agent_id', s.assigned_agent_id,
     'contracted_by_agent_id', s.contracted_by_agent_id,
@@ -453,6 +455,14 @@ language sql stable as $$
     'started_at', s.started_at, 'reported_done_at', s.reported_done_at,
     'verified_at', s.verified_at, 'rejected_at', s.rejected_at,
     'created_at', s.created_at, 'updated_at', s.updated_at)
+$$;
+
+create or replace function app.wm_story_json(s app.stories) returns jsonb
+language sql stable as $$
+  select app.wm_story_row_json(s,
+    (select e.number from app.epics e where e.tenant_id = s.tenant_id and e.id = s.epic_id),
+    (select count(*) from app.acceptance_criteria c
+      where c.tenant_id = s.tenant_id and c.story_id = s.id))
 $$;
 
 create or replace function app.wm_criteria_json(p_tenant_id uuid, p_story_id uuid) returns jsonb
@@ -1362,14 +1372,19 @@ begin
        and (list_stories.verified_status is null
             or s.verified_status = list_stories.verified_status)
   ), page as (
-    select m.story, row_number() over (order by m.pid, m.epic_number, m.number_key) rn
+    select m.story, m.epic_number,
+           row_number() over (order by m.pid, m.epic_number, m.number_key) rn
       from matching m
      order by m.pid, m.epic_number, m.number_key
      limit list_stories."limit" offset list_stories."offset"
+  ), ac as (
+    select c.story_id, count(*) n from app.acceptance_criteria c
+     where c.story_id in (select (p.story).id from page p) group by c.story_id
   )
   select (select count(*) from matching),
-         coalesce((select jsonb_agg(app.wm_story_json(p.story) order by p.rn) from page p),
-                  '[]'::jsonb)
+         coalesce((select jsonb_agg(app.wm_story_row_json(p.story, p.epic_number, ac.n)
+                                    order by p.rn)
+                     from page p left join ac on ac.story_id = (p.story).id), '[]'::jsonb)
     into v_total, v_data;
   return jsonb_build_object('data', v_data, 'meta', jsonb_build_object(
     'limit', list_stories."limit", 'offset', list_stories."offset", 'total', v_total,
@@ -1390,8 +1405,10 @@ begin
   if ready_stories.project_id is not null then
     perform app.wm_project(ready_stories.project_id);
   end if;
-  select coalesce(jsonb_agg(app.wm_story_json(s) order by e.number, app.wm_number_key(s.number)),
-                  '[]'::jsonb)
+  select coalesce(jsonb_agg(app.wm_story_row_json(s, e.number,
+                              (select count(*) from app.acceptance_criteria c
+                                where c.tenant_id = s.tenant_id and c.story_id = s.id))
+                            order by e.number, app.wm_number_key(s.number)), '[]'::jsonb)
     into v_data
     from app.stories s join app.epics e on e.tenant_id = s.tenant_id and e.id = s.epic_id
    where (ready_stories.project_id is null or s.project_id = ready_stories.project_id)
@@ -1413,8 +1430,11 @@ $$;
 
 -- Not-yet-claimed stories (pending or contracted, not verified) that something blocks,
 -- each with its blockers.
+-- Hash joins only: the grouped CTEs are estimated at a row or two, and a nested loop over
+-- them is quadratic in the number of stories.
 create or replace function api.blocked_stories(project_id uuid default null) returns jsonb
-language plpgsql stable security definer set search_path = pg_catalog, app as $$
+language plpgsql stable security definer
+set search_path = pg_catalog, app set enable_nestloop = off set jit = off as $$
 #variable_conflict use_column
 declare
   v_me app.identity := app.require_identity();
@@ -1424,15 +1444,47 @@ begin
   if blocked_stories.project_id is not null then
     perform app.wm_project(blocked_stories.project_id);
   end if;
-  select coalesce(jsonb_agg(app.wm_story_json(s) || jsonb_build_object('blockers', b.blockers)
-                            order by e.number, app.wm_number_key(s.number)), '[]'::jsonb)
+  -- One set-based query (the same rules as app.story_blockers, for every candidate at once);
+  -- materialized so no aggregate is re-run inside a nested loop.
+  with cand as materialized (
+    select s from app.stories s
+     where (blocked_stories.project_id is null or s.project_id = blocked_stories.project_id)
+       and s.agent_status in ('pending', 'contracted') and s.verified_status <> 'verified'
+  ), story_blockers as materialized (
+    select sd.story_id, jsonb_agg(jsonb_build_object('type', 'story', 'id', d.id,
+             'number', d.number, 'title', d.title, 'agent_status', d.agent_status,
+             'verified_status', d.verified_status) order by app.wm_number_key(d.number)) b
+      from app.story_dependencies sd
+      join app.stories d on d.tenant_id = sd.tenant_id and d.id = sd.depends_on_story_id
+     where d.verified_status <> 'verified' and sd.story_id in (select (c.s).id from cand c)
+     group by sd.story_id
+  ), unverified as materialized (
+    select x.epic_id, count(*) n from app.stories x
+     where x.verified_status <> 'verified' group by x.epic_id
+  ), epic_blockers as materialized (
+    select (c.s).id story_id, jsonb_agg(jsonb_build_object('type', 'epic', 'id', pe.id,
+             'number', pe.number, 'title', pe.title, 'unverified_stories', u.n)
+             order by pe.number) b
+      from cand c
+      join app.epic_dependencies ed on ed.tenant_id = (c.s).tenant_id and ed.epic_id = (c.s).epic_id
+      join app.epics pe on pe.tenant_id = ed.tenant_id and pe.id = ed.depends_on_epic_id
+      join unverified u on u.epic_id = pe.id
+     group by (c.s).id
+  ), ac as materialized (
+    select a.story_id, count(*) n from app.acceptance_criteria a
+     where a.story_id in (select (c.s).id from cand c) group by a.story_id
+  )
+  select coalesce(jsonb_agg(app.wm_story_row_json(c.s, e.number, ac.n)
+                            || jsonb_build_object('blockers', coalesce(sb.b, '[]'::jsonb)
+                                                              || coalesce(eb.b, '[]'::jsonb))
+                            order by e.number, app.wm_number_key((c.s).number)), '[]'::jsonb)
     into v_data
-    from app.stories s
-    join app.epics e on e.tenant_id = s.tenant_id and e.id = s.epic_id
-    cross join lateral (select app.story_blockers(s.tenant_id, s.id) blockers) b
-   where (blocked_stories.project_id is null or s.project_id = blocked_stories.project_id)
-     and s.agent_status in ('pending', 'contracted') and s.verified_status <> 'verified'
-     and jsonb_array_length(b.blockers) > 0;
+    from cand c
+    join app.epics e on e.tenant_id = (c.s).tenant_id and e.id = (c.s).epic_id
+    left join story_blockers sb on sb.story_id = (c.s).id
+    left join epic_blockers eb on eb.story_id = (c.s).id
+    left join ac on ac.story_id = (c.s).id
+   where sb.b is not null or eb.b is not null;
   return jsonb_build_object('data', v_data, 'meta', jsonb_build_object(
     'total', jsonb_array_length(v_data), 'has_more', false));
 end
