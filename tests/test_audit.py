@@ -463,3 +463,60 @@ def test_entries_json_is_stable_text(db: Conn) -> None:
     text = call(db, "select audit.canonical_entry(e, 1)::text from audit.entries e "
                     "where tenant_id = %s order by id desc limit 1", (t.id,))
     assert call(db, "select (%s::jsonb)::text", (json.dumps(json.loads(text)),)) == text
+
+
+def test_real_lifecycle_history_names_each_actor_and_the_chain_verifies(db: Conn) -> None:
+    """Through the state-machine functions themselves: each transition is one entry labelled
+    with its domain action and attributed to the key that made it."""
+    from sm_support import call as sm_call
+    from sm_support import make_story as sm_make_story
+    from sm_support import make_world, review, run_to_reported
+
+    w = make_world(db)
+    sid = sm_make_story(db, w, "1.1")
+    run_to_reported(db, w, sid)
+    assert review(db, w.orchestrator, sid).status in (200, 201)
+    reply = sm_call(db, w.orchestrator, "verify_story", story_id=sid, result="pass",
+                    summary="ok", review_type="code_review")
+    assert reply.status == 200, reply
+
+    with as_key(db, w.implementer) as c:
+        history = call(c, "select api.story_history(%s)", (sid,))["data"]["entries"]
+    story_steps = [(e["action"], e["actor"]["agent_id"]) for e in history
+                   if e["entity_type"] == "story" and e["action"].startswith("story.")]
+    assert story_steps == [
+        ("story.contract", w.implementer.agent_id),
+        ("story.claim", w.implementer.agent_id),
+        ("story.start", w.implementer.agent_id),
+        ("story.report", w.reporter.agent_id),
+        ("story.verify", w.orchestrator.agent_id),
+    ]
+    # the review record is in the story's history, attributed to the reviewer
+    reviews = [e for e in history if e["entity_type"] == "review"]
+    assert [e["actor"]["agent_id"] for e in reviews] == [w.orchestrator.agent_id]
+    assert reviews[0]["new_state"]["story_id"] == sid
+    final = [e for e in history if e["entity_type"] == "story"][-1]
+    assert final["to"] == {"agent_status": "reported_done", "verified_status": "verified"}
+    with as_key(db, w.orchestrator) as c:
+        assert call(c, "select api.verify_audit_chain()")["data"]["ok"] is True
+
+
+def test_a_refused_self_report_is_in_the_trail(db: Conn) -> None:
+    from sm_support import ac_count, make_world, story_row
+    from sm_support import call as sm_call
+    from sm_support import make_story as sm_make_story
+
+    w = make_world(db)
+    sid = sm_make_story(db, w, "1.1")
+    for fn, args in (("contract_story", {"story_title": story_row(db, sid)["title"],
+                                         "ac_count": ac_count(db, sid)}),
+                     ("claim_story", {}), ("start_story", {})):
+        assert sm_call(db, w.implementer, fn, story_id=sid, **args).status == 200
+    refused = sm_call(db, w.implementer, "report_story", story_id=sid)
+    assert (refused.status, refused.code) == (409, "self_report_blocked")
+    with as_key(db, w.orchestrator) as c:
+        history = call(c, "select api.story_history(%s)", (sid,))["data"]["entries"]
+    [violation] = [e for e in history if e["entity_type"] == "custody_violation"]
+    assert violation["actor"]["agent_id"] == w.implementer.agent_id
+    assert violation["new_state"]["code"] == "self_report_blocked"
+    assert story_row(db, sid)["agent_status"] == "implementing"
