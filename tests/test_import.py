@@ -249,6 +249,15 @@ def test_merge_updates_only_present_fields_and_never_statuses(db: psycopg.Connec
     assert as_call(db, agent, "get_story", story_id=ids["2.1"])["number"] == "2.1"
     assert count(db, "stories", tenant_id) == 5
 
+    # A story listed under another epic moves there (its statuses still untouched).
+    moved = as_call(db, user, "import_project", project_id=pid, merge=True, payload={
+        "epics": [{"number": 4, "stories": [{"number": "1.2"}]}]})
+    assert moved["import"]["stories_updated"] == 1
+    s12 = as_call(db, agent, "get_story", story_id=ids["1.2"])
+    assert (s12["epic_number"], s12["title"]) == (4, "Log in")
+    as_call(db, user, "import_project", project_id=pid, merge=True, payload={
+        "epics": [{"number": 1, "stories": [{"number": "1.2"}]}]})
+
     # The same merge again changes nothing.
     again = as_call(db, user, "import_project", project_id=pid, payload=merge, merge=True)
     assert (again["import"]["stories_updated"], again["import"]["epics_updated"],

@@ -3,6 +3,7 @@ roles and tenant boundaries — always acting as API keys, never as the superuse
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -448,3 +449,42 @@ def test_tenant_a_cannot_see_change_or_reference_tenant_b(db: psycopg.Connection
     assert after == before
     assert count(db, "epics", b.tenant.id) == 1 and count(db, "artifacts", b.tenant.id) == 0
     assert count(db, "story_dependencies", a.tenant.id) == 0
+
+
+def test_forged_claims_see_no_rows_through_the_views(db: psycopg.Connection) -> None:
+    tm = team(db)
+    project_with_epic(db, tm.user)
+    for claims in ({"role": "loopctl_agent", "tenant_id": tm.tenant.id},
+                   {"role": "loopctl_agent", "key_hash": "f" * 64}, {}):
+        with as_api_role(db, "loopctl_agent", claims):
+            assert db.execute("select count(*) from api.projects").fetchone()[0] == 0
+            assert db.execute("select count(*) from api.epics").fetchone()[0] == 0
+
+
+def test_concurrent_dependency_additions_cannot_close_a_cycle(fresh_db: str) -> None:
+    """Two requests add 1.1 -> 1.2 and 1.2 -> 1.1 at the same time: the second waits on the
+    project row, then sees the first edge and is refused."""
+    with psycopg.connect(fresh_db, autocommit=True) as db, \
+            psycopg.connect(fresh_db, autocommit=True) as other:
+        tm = team(db)
+        pid, eid = project_with_epic(db, tm.user)
+        s = stories(db, tm.user, pid, eid, "1.1", "1.2")
+        outcome: dict[str, Any] = {}
+
+        def reverse_edge() -> None:
+            try:
+                outcome["result"] = as_call(other, tm.orch, "add_story_dependency",
+                                            story_id=s["1.2"], depends_on_story_id=s["1.1"])
+            except psycopg.Error as exc:
+                outcome["error"] = exc
+
+        with as_key(db, tm.user, commit=True):
+            call(db, "add_story_dependency", story_id=s["1.1"], depends_on_story_id=s["1.2"])
+            worker = threading.Thread(target=reverse_edge)
+            worker.start()
+            worker.join(1.0)
+            assert worker.is_alive(), "the second addition should wait for the first"
+        worker.join(30)
+        assert "error" in outcome, outcome
+        assert '"dependency_cycle"' in str(outcome["error"])
+        assert count(db, "story_dependencies", tm.tenant.id) == 1
