@@ -37,3 +37,7 @@ select 1 / count(*)::int from pg_trigger where tgname = 'webhook_fanout'
 -- Gateway (issue #4): authentication with the shared rate limit, request settings.
 select 'auth.authenticate_request(text)'::regprocedure,
        'auth.assume_request(boolean, text, text, text, text)'::regprocedure;
+-- knowledge wiki
+select 'app.embed(text)'::regprocedure,
+       'api.knowledge_search(text, text, uuid, text, integer)'::regprocedure,
+       'app.knowledge_claim_jobs(text, integer, integer)'::regprocedure;
