@@ -577,13 +577,13 @@ begin
   perform app.knowledge_check_limit(p_limit, 200);
   return (
     select jsonb_build_object(
-      'data', coalesce(jsonb_agg(app.knowledge_article_json(a, false) order by a.created_at desc, a.id)
+      'data', coalesce(jsonb_agg(app.knowledge_article_json(a.art, false) order by a.rn)
                        filter (where a.rn > coalesce(p_offset, 0)
                                  and a.rn <= coalesce(p_offset, 0) + p_limit), '[]'::jsonb),
       'meta', jsonb_build_object('limit', p_limit, 'offset', coalesce(p_offset, 0),
                                  'total', count(*),
                                  'has_more', count(*) > coalesce(p_offset, 0) + p_limit))
-      from (select x.*, row_number() over (order by x.created_at desc, x.id) rn
+      from (select x as art, row_number() over (order by x.created_at desc, x.id) rn
               from app.articles x
              where x.tenant_id = v_me.tenant_id and x.status = 'draft'
                and (p_project_id is null or x.project_id = p_project_id)) a);
@@ -643,9 +643,9 @@ begin
   return query
     select h.id, (row_number() over (order by h.all_match desc, h.cov desc, h.r desc, h.id))::int,
            h.r, h.all_match, h.cov
-      from (select c.*, (select count(*) from unnest(v_lex) l
-                          where c.fts @@ quote_literal(l)::tsquery)::real
-                        / cardinality(v_lex) as cov
+      from (select c.*, ((select count(*) from unnest(v_lex) l
+                           where c.fts @@ quote_literal(l)::tsquery)::real
+                         / cardinality(v_lex))::real as cov
               from (select a.id, a.fts, (a.fts @@ v_all) as all_match,
                            ts_rank(a.fts, v_any, 1)::real as r
                       from app.articles a

@@ -98,7 +98,7 @@ def test_retrieval_quality(corpus: dict[str, Any]) -> None:
               "keyword-style": [q for q in DATA["queries"] if q["kind"] == "keyword"],
               "paraphrase": [q for q in DATA["queries"] if q["kind"] == "paraphrase"]}
     report = {name: evaluate(corpus, qs) for name, qs in groups.items()}
-    print("\nretrieval quality (%d articles)" % len(DATA["articles"]))
+    print(f"\nretrieval quality ({len(DATA['articles'])} articles)")
     for name, res in report.items():
         for mode in MODES:
             print(f"  {name:14s} {mode:9s} recall@5={res[mode]['recall@5']:.3f} "
@@ -106,10 +106,10 @@ def test_retrieval_quality(corpus: dict[str, Any]) -> None:
     para = report["paraphrase"]
     # Paraphrases share no word with their article: keyword search cannot find them, the
     # model must. A clear margin, not a tie.
-    assert para["semantic"]["recall@5"] >= para["keyword"]["recall@5"] + 0.5
-    assert para["combined"]["recall@5"] >= para["keyword"]["recall@5"] + 0.5
-    assert para["semantic"]["mrr"] >= para["keyword"]["mrr"] + 0.4
-    assert para["combined"]["mrr"] >= para["keyword"]["mrr"] + 0.3
+    assert para["semantic"]["recall@5"] >= para["keyword"]["recall@5"] + 0.7
+    assert para["combined"]["recall@5"] >= para["keyword"]["recall@5"] + 0.7
+    assert para["semantic"]["mrr"] >= para["keyword"]["mrr"] + 0.6
+    assert para["combined"]["mrr"] >= para["keyword"]["mrr"] + 0.5
     # Keyword-style queries stay well served by every mode (fusion must not bury them).
     kw = report["keyword-style"]
     assert kw["keyword"]["recall@5"] >= 0.9

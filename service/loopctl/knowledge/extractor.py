@@ -55,6 +55,7 @@ _VOCABULARY = (
 )
 _IDENT = re.compile(
     r"`([^`]{2,60})`"                                     # `code`
+    r"|(?<![\w/])((?:[\w.-]+/)+[\w.-]+\.[A-Za-z0-9]+)\b"      # paths/with/file.ext
     r"|\b([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_.]*)\b"  # dotted.names / files.py
     r"|\b([a-z]+_[a-z0-9_]+)\b"                           # snake_case
     r"|\b([a-z]+[A-Z][A-Za-z0-9]+)\b"                     # camelCase

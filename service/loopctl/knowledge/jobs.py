@@ -103,8 +103,9 @@ def _embed(conn: Conn, job: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         if not (row and row["ok"]):
             raise RuntimeError("article changed while it was embedded; retrying")
         embedded = True
-    links = _cur(conn).execute("select app.knowledge_autolink(%s, %s::uuid, %s::real, %s::int) as n",
-                         (tenant, article, ctx.link_threshold, ctx.max_links)).fetchone()
+    links = _cur(conn).execute(
+        "select app.knowledge_autolink(%s, %s::uuid, %s::real, %s::int) as n",
+        (tenant, article, ctx.link_threshold, ctx.max_links)).fetchone()
     return {"embedded": embedded, "model": model, "links": links["n"] if links else 0}
 
 
