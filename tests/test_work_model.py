@@ -488,3 +488,25 @@ def test_concurrent_dependency_additions_cannot_close_a_cycle(fresh_db: str) -> 
         assert "error" in outcome, outcome
         assert '"dependency_cycle"' in str(outcome["error"])
         assert count(db, "story_dependencies", tm.tenant.id) == 1
+
+
+def test_get_story_shows_the_latest_review_and_verification(db: psycopg.Connection) -> None:
+    tm = team(db)
+    pid, eid = project_with_epic(db, tm.user)
+    sid = stories(db, tm.user, pid, eid, "1.1")["1.1"]
+    # Records the state machine writes (inserted directly: it is not under test here).
+    for i, summary in enumerate(("first look", "second look"), 1):
+        db.execute("insert into app.reviews (tenant_id, story_id, reviewer_agent_id, "
+                   "reviewer_key_id, review_type, findings_count, summary, completed_at) "
+                   "values (%s, %s, %s, %s, 'code', %s, %s, now() + make_interval(secs => %s))",
+                   (tm.tenant.id, sid, tm.orch.agent_id, tm.orch.id, i, summary, i))
+        db.execute("insert into app.verification_results (tenant_id, story_id, iteration, "
+                   "result, summary, verifier_agent_id, verifier_key_id) "
+                   "values (%s, %s, %s, %s, %s, %s, %s)",
+                   (tm.tenant.id, sid, i, "reject" if i == 1 else "pass", summary,
+                    tm.orch.agent_id, tm.orch.id))
+    got = as_call(db, tm.agent, "get_story", story_id=sid)
+    assert (got["latest_review"]["summary"], got["latest_review"]["findings_count"]) == (
+        "second look", 2)
+    assert (got["latest_verification"]["iteration"], got["latest_verification"]["result"]) == (
+        2, "pass")
