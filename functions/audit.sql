@@ -382,6 +382,18 @@ $$;
 -- The SQL API: change feed, audit queries, story history, chain verification.
 set role loopctl_owner;
 
+-- Readers seal their tenant first so what they read is fresh. In a read-only transaction
+-- (GET through a gateway that opens one) they skip it: the worker seals every second and
+-- the feed stays correct, only up to a second staler.
+create or replace function app.seal_for_reader(p_tenant_id uuid) returns void
+language plpgsql volatile as $$
+begin
+  if current_setting('transaction_read_only') = 'off' then
+    perform audit.seal(p_tenant_id);
+  end if;
+end
+$$;
+
 -- One entry as the API shows it.
 create or replace function app.audit_entry_json(e audit.entries, p_seq bigint) returns jsonb
 language sql immutable as $$
@@ -440,7 +452,7 @@ begin
     end if;
   end if;
 
-  perform audit.seal(v_me.tenant_id);
+  perform app.seal_for_reader(v_me.tenant_id);
 
   -- One statement, one snapshot: the page and the head agree.
   with head as (
@@ -501,7 +513,7 @@ begin
       jsonb_build_object('offset', audit_entries."offset"));
   end if;
 
-  perform audit.seal(v_me.tenant_id);
+  perform app.seal_for_reader(v_me.tenant_id);
 
   select coalesce(jsonb_agg(r.j order by r.id), '[]'::jsonb) into v_rows
     from (select e.id, app.audit_entry_json(e, c.seq)
@@ -549,7 +561,7 @@ begin
                             jsonb_build_object('story_id', story_history.story_id));
   end if;
 
-  perform audit.seal(v_me.tenant_id);
+  perform app.seal_for_reader(v_me.tenant_id);
 
   select coalesce(jsonb_agg(
            app.audit_entry_json(e, c.seq)
@@ -588,7 +600,7 @@ declare
 begin
   v_me := app.require_identity();
   perform app.require_role(v_me, array['user', 'orchestrator'], 'audit verify');
-  perform audit.seal(v_me.tenant_id);
+  perform app.seal_for_reader(v_me.tenant_id);
   return jsonb_build_object('data', audit.verify_chain(v_me.tenant_id));
 end
 $$;

@@ -4,6 +4,7 @@ and the chain staying exact while many writers of one tenant commit at once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -239,3 +240,23 @@ def test_concurrent_writers_sealer_and_reader(db: Conn, fresh_db: str) -> None:
     assert sorted(seen) == entry_ids, "the reader skipped entries"
     # the feed order is the chain order
     assert seen == [e for _, e in chain]
+
+
+def test_reads_work_in_a_read_only_transaction(db: Conn) -> None:
+    """A gateway may run GET requests read-only: readers then skip sealing, and what the
+    worker sealed is served."""
+    t = create_tenant(db)
+    call(db, "select audit.seal_all()")
+    story = make_story(db, t.id)
+    with db.transaction(force_rollback=True):
+        db.execute("set transaction read only")
+        db.execute("set local role loopctl_user")
+        db.execute("select set_config('request.jwt.claims', %s, true)",
+                   (json.dumps(t.user_key.claims),))
+        page = call(db, "select api.changes()")
+        assert [e["cursor"] for e in page["data"]] == [1, 2]  # the 3 new ones are unsealed
+        assert call(db, "select api.verify_audit_chain()")["data"]["unsealed"] == 3
+        history = call(db, "select api.story_history(%s)", (story.id,))["data"]["entries"]
+        assert [(e["action"], e["seq"]) for e in history] == [("insert", None)]
+    call(db, "select audit.seal_all()")
+    assert len(feed(db, t.user_key)["data"]) == 5
