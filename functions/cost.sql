@@ -961,11 +961,11 @@ declare
   v_me app.identity := app.require_identity();
 begin
   perform app.require_role(v_me, array['user', 'orchestrator', 'agent'], 'analytics');
-  return app.view_page('cost_daily', concat_ws(' and ',
+  return app.view_page('cost_daily', nullif(concat_ws(' and ',
       case when analytics_daily.project_id is not null
            then format('project_id = %L', analytics_daily.project_id) end,
       case when since is not null then format('day >= %L::date', since) end,
-      case when until is not null then format('day <= %L::date', until) end),
+      case when until is not null then format('day <= %L::date', until) end), ''),
     analytics_daily."limit", analytics_daily."offset");
 end
 $$;

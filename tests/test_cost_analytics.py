@@ -213,6 +213,7 @@ def test_analytics_functions_page_the_views(db: psycopg.Connection[Any]) -> None
     assert len(call(db, agent, "analytics_epics", project_id=work.project_id)) == 5
     assert call(db, agent, "analytics_epics", project_id=str(uuid.uuid4())) == []
     [day] = call(db, agent, "analytics_daily", project_id=work.project_id)
+    assert call(db, agent, "analytics_daily") == [day]
     assert day["reports"] == len(effective)
     assert call(db, agent, "analytics_daily", since="2999-01-01") == []
     assert {m["model_name"] for m in call(db, agent, "analytics_models")} \
