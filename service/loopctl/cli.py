@@ -12,8 +12,10 @@ from loopctl.config import ConfigError, Settings, get_settings
 from loopctl.db import DatabaseUnavailable, check_reachable, database_url, embedded_cluster
 from loopctl.embedded_pg import EmbeddedPgError, port_is_free
 from loopctl.gateway.credentials import authenticator_password, ensure_authenticator
+from loopctl.operator_cli import OperatorError, add_commands
 
-EXPECTED_ERRORS = (EmbeddedPgError, DatabaseUnavailable, migrate.MigrationError, ConfigError)
+EXPECTED_ERRORS = (EmbeddedPgError, DatabaseUnavailable, migrate.MigrationError, ConfigError,
+                   OperatorError)
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     mig.set_defaults(func=cmd_migrate)
     mcp = sub.add_parser("mcp", help="MCP server over stdio (LOOPCTL_SERVER, LOOPCTL_*_KEY)")
     mcp.set_defaults(func=cmd_mcp)
+    add_commands(sub)  # tenant create, key create (operator bootstrap)
     return parser
 
 

@@ -107,9 +107,15 @@ def _check_signature(route: Route, fn: Function, args: dict[str, Any]) -> None:
                         {"missing_fields": missing})
 
 
+PASSTHROUGH_KEYS = {"data", "meta", "has_more", "next_cursor"}
+
+
 def envelope(route: Route, result: Any, args: dict[str, Any]) -> Any:
     if route.envelope == "raw":
         return result
+    if (route.envelope != "list" and isinstance(result, dict) and "data" in result
+            and set(result) <= PASSTHROUGH_KEYS):
+        return result  # the function enveloped its own result
     if route.envelope != "list":
         return {"data": result}
     limit = _int(args.get("limit"))
