@@ -36,6 +36,10 @@ def test_report_records_agent_from_key_and_totals(db: psycopg.Connection[Any]) -
     row = db.execute("select agent_id::text, key_id::text, phase, tool_call_count "
                      "from app.token_usage_reports").fetchone()
     assert row == (agent.agent_id, agent.id, "implement", 7)
+    # The report is in the audit trail; the derived running totals are not.
+    audited = {r[0] for r in db.execute("select distinct entity_type from audit.entries")}
+    assert "token_usage_report" in audited
+    assert not audited & {"cost_total", "budget_alert"}
 
 
 BAD_INPUTS: list[tuple[str, dict[str, Any], int, str]] = [
