@@ -471,3 +471,23 @@ def test_deterministic_extractor_rules() -> None:
         "summary": "- Missing index on stories by epic makes the board slow\n"
                    "- Missing index on stories by epic makes the board slow\n- nit"})
     assert [d.title for d in drafts] == ["Missing index on stories by epic makes the board slow"]
+
+
+def test_worker_registry_runs_the_knowledge_jobs(db: psycopg.Connection[Any],
+                                                 fresh_db: str) -> None:
+    import asyncio
+
+    from loopctl.config import Settings
+    from loopctl.knowledge import worker_jobs
+    from loopctl.worker.jobs import JobContext as WorkerContext
+    from loopctl.worker.jobs import load_jobs
+
+    assert "knowledge.jobs" in {j.name for j in load_jobs()}
+    w = make_world(db)
+    reviewed_story(db, w, FINDINGS)
+    ctx = WorkerContext(pool=None, database_url=fresh_db,  # type: ignore[arg-type]
+                        settings=Settings(), worker_name="test")
+    asyncio.run(worker_jobs.knowledge_jobs(ctx))
+    assert db.execute("select status from app.knowledge_jobs").fetchall() == [("done",)]
+    assert db.execute("select count(*) from app.articles where source = 'review'"
+                      ).fetchone() == (3,)

@@ -166,3 +166,24 @@ def test_tenant_isolation_against_planted_near_duplicates(corpus: dict[str, Any]
         res = c.execute("select api.knowledge_search(%s, 'semantic', null, null, 50)",
                         (query,)).fetchone()[0]
     assert len(res["data"]) == 50 and all(r["similarity"] > 0.99 for r in res["data"])
+
+
+def test_embeddings_route_is_openai_compatible(embedding_server: EmbeddingServer) -> None:
+    import httpx
+
+    ok = httpx.post(embedding_server.url, json={"input": ["a", "b"], "model": "all-MiniLM-L6-v2"},
+                    timeout=30)
+    assert ok.status_code == 200
+    body = ok.json()
+    assert body["object"] == "list" and [d["index"] for d in body["data"]] == [0, 1]
+    assert all(len(d["embedding"]) == 384 for d in body["data"])
+    for bad, status in (({"input": []}, 422), ({"input": [""]}, 422),
+                        ({"input": ["x"] * 65}, 422), ({"input": "x", "model": "gpt"}, 404),
+                        ({"text": "x"}, 422)):
+        assert httpx.post(embedding_server.url, json=bad, timeout=30).status_code == status, bad
+
+
+def test_embed_is_callable_from_psql_as_superuser(corpus: dict[str, Any]) -> None:
+    row = corpus["admin"].execute("select vector_dims(app.embed('hello')), "
+                                  "app.embed('   ') is null").fetchone()
+    assert row == (384, True)

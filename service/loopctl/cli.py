@@ -34,6 +34,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from loopctl.worker.runner import BackgroundWorker, publish_installation_settings
 
     publish_installation_settings(url, settings)
+    from loopctl.knowledge.service import publish_embedding_settings
+
+    publish_embedding_settings(url, settings, host, port)
     # On the embedded database there is no separate worker process to run: serve runs one.
     background = (BackgroundWorker(url, settings).start()
                   if settings.worker_in_serve and not settings.database_url else None)

@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 10.0  # fallback wake-up; LISTEN/NOTIFY wakes the worker first
     worker_in_serve: bool = True  # `loopctl serve` on the embedded database runs a worker too
 
+    # Knowledge wiki (SPEC §9). Embeddings: empty URL = the bundled all-MiniLM-L6-v2, served
+    # by `loopctl serve` at /v1/embeddings (embeddings_serve) and used in-process by the
+    # worker; a URL = any OpenAI-compatible embeddings endpoint serving embeddings_model.
+    embeddings_url: str = ""
+    embeddings_model: str = "all-MiniLM-L6-v2"
+    embeddings_api_key: str = ""
+    embeddings_serve: bool = True
+    # Extraction: empty = the deterministic extractor; else an OpenAI-compatible chat
+    # completions URL or Anthropic messages URL (llm_provider = openai | anthropic).
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_api_key: str = ""
+    llm_provider: str = "openai"
+    knowledge_link_threshold: float = 0.6  # cosine similarity for automatic relates_to links
+
     def retry_schedule(self) -> list[float]:
         try:
             steps = [float(x) for x in self.webhook_retry_schedule.split(",") if x.strip()]

@@ -22,7 +22,7 @@ from loopctl.config import Settings
 log = logging.getLogger("loopctl.worker")
 
 # Modules whose import registers jobs. Add yours here (one line).
-JOB_MODULES: tuple[str, ...] = ("loopctl.worker.builtin_jobs",)
+JOB_MODULES: tuple[str, ...] = ("loopctl.worker.builtin_jobs", "loopctl.knowledge.worker_jobs",)
 
 
 @dataclass(frozen=True)
