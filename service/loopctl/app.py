@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from loopctl import __version__, gateway, health
 from loopctl.config import Settings
 from loopctl.db import make_pool
+from loopctl.knowledge import http as knowledge_http
 from loopctl.knowledge.embeddings import LocalEmbedder, embeddings_router
 from loopctl.mcp_tools.mount import mount_mcp
 from loopctl.signup.router import router as signup_router
@@ -46,4 +47,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     if settings.embeddings_serve and not settings.embeddings_url:
         app.include_router(embeddings_router(LocalEmbedder(), settings.embeddings_api_key))
     gateway.install(app, settings, database_url)  # /api/v1, /rpc, PostgREST views, docs
+    app.router.routes.extend(knowledge_http.routes)  # the vault ZIP export
     return app
