@@ -491,3 +491,32 @@ def test_worker_registry_runs_the_knowledge_jobs(db: psycopg.Connection[Any],
     assert db.execute("select status from app.knowledge_jobs").fetchall() == [("done",)]
     assert db.execute("select count(*) from app.articles where source = 'review'"
                       ).fetchone() == (3,)
+
+
+def test_context_for_a_story_mixes_relevance_recency_and_links(
+        db: psycopg.Connection[Any]) -> None:
+    w = make_world(db)
+    story = make_story(db, w, "2.1", title="Add keyset pagination to the change feed")
+    relevant = create(db, w.user, "Keyset pagination for feeds",
+                      "Page the change feed by a sequence cursor, never OFFSET.", "decision")
+    old = create(db, w.user, "Pagination with OFFSET in old admin pages",
+                 "The change feed used OFFSET pagination once.", "finding")
+    linked = create(db, w.user, "Monotonic sequences", "Sequences never go backwards.",
+                    "reference")
+    unrelated = create(db, w.user, "Label every form control", "Accessibility rule.",
+                       "convention")
+    for a in (relevant, old, linked, unrelated):
+        publish(db, w.user, a)
+    call(db, w.user, "knowledge_link", p_from_id=relevant, p_to_id=linked)
+    db.execute("update app.articles set published_at = now() - interval '2 years' "
+               "where id = %s", (old,))
+    reply = call(db, w.implementer, "knowledge_context", p_story_id=story, p_limit=2)
+    assert reply.status == 200, reply
+    assert [a["id"] for a in reply.body["data"]] == [relevant, old]
+    assert [a["id"] for a in reply.body["linked"]] == [linked]
+    assert reply.body["fallback"] == "keyword"  # no embeddings endpoint for this database
+    other = create_tenant(db)
+    reply = call(db, other.user_key, "knowledge_context", p_story_id=story)
+    assert (reply.status, reply.code) == (404, "story_not_found")
+    reads = db.execute("select count(*) from app.article_reads where via = 'context'").fetchone()
+    assert reads == (2,)
