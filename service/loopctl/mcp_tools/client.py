@@ -15,7 +15,9 @@ from typing import Any, Literal
 import httpx
 from mcp.server.mcpserver.exceptions import ToolError
 
-KeyRole = Literal["agent", "orchestrator", "user", "any"]
+# "reporter": reporting a story needs an agent identity that is not the implementer's, so
+# the orchestrator key is preferred and an agent key (another agent) also qualifies.
+KeyRole = Literal["agent", "orchestrator", "user", "reporter", "any"]
 
 ENV_FOR_ROLE: dict[str, str] = {
     "agent": "LOOPCTL_AGENT_KEY",
@@ -43,12 +45,17 @@ class KeyRing:
             return self.bearer
         if role == "any":
             found = self.fallback or next(iter(self.keys.values()), None)
+        elif role == "reporter":
+            found = self.keys.get("orchestrator") or self.keys.get("agent") or self.fallback
         else:
             found = self.keys.get(role) or self.fallback
         if found:
             return found
         if role == "any":
             raise ToolError("no loopctl key configured: set LOOPCTL_API_KEY (or a role key)")
+        if role == "reporter":
+            raise ToolError("missing_key: reporting needs an orchestrator or agent key; set "
+                            "LOOPCTL_ORCH_KEY or LOOPCTL_AGENT_KEY (or LOOPCTL_API_KEY)")
         var = ENV_FOR_ROLE[role]
         raise ToolError(
             f"missing_key: this tool needs an {role} key; set {var} (or LOOPCTL_API_KEY)"

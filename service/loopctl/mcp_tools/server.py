@@ -89,6 +89,20 @@ def _rows(payload: Any) -> tuple[list[dict[str, Any]], bool]:
     return rows[:LIST_CAP], bool(meta.get("has_more")) or len(rows) > LIST_CAP
 
 
+def _entries(payload: Any, *keys: str) -> list[dict[str, Any]]:
+    """The list inside a response: itself, its `data`, or one of `keys` of either."""
+    for _ in range(2):
+        if isinstance(payload, list):
+            return [r for r in payload if isinstance(r, dict)]
+        if not isinstance(payload, dict):
+            return []
+        found = next((payload[k] for k in keys if isinstance(payload.get(k), list)), None)
+        if found is not None:
+            return [r for r in found if isinstance(r, dict)]
+        payload = payload.get("data")
+    return []
+
+
 def _short(row: dict[str, Any], limit: int = 200) -> dict[str, Any]:
     """Drop long text so list results stay small."""
     return {k: (v[:limit] + "…" if isinstance(v, str) and len(v) > limit else v)
@@ -274,13 +288,13 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
 
     # -- review and verification ------------------------------------------------------------
     @mcp.tool(description="Report a story done — by someone other than its implementer "
-                          "(orchestrator key).")
+                          "(orchestrator key, else agent key).")
     async def report_story(
         ctx: Context, story_id: StoryId,
         artifact: dict[str, Any] | None = None,
         token_usage: dict[str, Any] | None = None,
     ) -> Transition:
-        return await transition(ctx, "orchestrator", story_id, "report",
+        return await transition(ctx, "reporter", story_id, "report",
                                 {"artifact": artifact, "token_usage": token_usage})
 
     @mcp.tool(description="Record an independent review of a reported story (orchestrator).")
@@ -366,8 +380,8 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
     async def set_token_budget(
         ctx: Context, scope_type: Literal["project", "epic", "story", "agent"],
         scope_id: UUID,
-        limit_millicents: Annotated[int | None, Field(ge=0, le=10**12)] = None,
-        limit_tokens: Annotated[int | None, Field(ge=0, le=10**12)] = None,
+        limit_millicents: Annotated[int | None, Field(ge=1, le=10**12)] = None,
+        limit_tokens: Annotated[int | None, Field(ge=1, le=10**12)] = None,
         alert_threshold_pct: Annotated[int, Field(ge=1, le=100)] = 80,
         mode: Literal["warn", "block"] = "warn",
     ) -> Result:
@@ -382,7 +396,7 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         ctx: Context, offset: Annotated[int, Field(ge=0, le=10000)] = 0,
     ) -> ItemList:
         payload = await call(ctx, "any", "GET", "/api/v1/routes")
-        rows = payload if isinstance(payload, list) else (payload or {}).get("routes", [])
+        rows = _entries(payload, "routes")
         page = rows[offset:offset + LIST_CAP]
         return ItemList(items=[_short(r) for r in page if isinstance(r, dict)],
                         has_more=len(rows) > offset + LIST_CAP)
@@ -407,7 +421,7 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         offset: Annotated[int, Field(ge=0, le=100000)] = 0,
     ) -> ItemList:
         payload = await call(ctx, "any", "GET", f"/api/v1/stories/{story_id}/history")
-        rows = payload if isinstance(payload, list) else (payload or {}).get("history", [])
+        rows = _entries(payload, "entries", "history")
         page = [r for r in rows if isinstance(r, dict)][offset:offset + LIST_CAP]
         return ItemList(items=[_short(r) for r in page], has_more=len(rows) > offset + LIST_CAP)
 
