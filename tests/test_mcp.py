@@ -1,4 +1,4 @@
-"""Issue #7: the MCP tool surface — names, typed schemas, refusals before any HTTP call."""
+"""Issues #7 and #8: the MCP tool surface — names, typed schemas, refusals before any HTTP call."""
 
 from __future__ import annotations
 
@@ -19,6 +19,12 @@ SPEC_TOOLS = {
     "set_token_budget",
     "list_routes", "dispatch", "get_story_history", "get_changes", "verify_audit_chain",
     "get_system_articles",
+    "knowledge_index", "knowledge_search", "knowledge_get", "knowledge_context",
+    "knowledge_create", "knowledge_publish", "knowledge_bulk_publish", "knowledge_unpublish",
+    "knowledge_archive", "knowledge_delete", "knowledge_drafts", "knowledge_lint",
+    "knowledge_export", "knowledge_ingest", "knowledge_ingest_batch",
+    "knowledge_ingestion_jobs", "knowledge_analytics_top", "knowledge_article_stats",
+    "knowledge_agent_usage", "knowledge_unused_articles",
 }
 
 BAD_UUID = "not-a-uuid"
@@ -53,6 +59,26 @@ BAD_ARGS: dict[str, dict[str, Any]] = {
     "get_story_history": {"story_id": BAD_UUID},
     "get_changes": {"project_id": BAD_UUID},
     "get_system_articles": {"topic": "gossip"},
+    "knowledge_index": {"category": "gossip"},
+    "knowledge_search": {"query": ""},
+    "knowledge_get": {"article_id": BAD_UUID},
+    "knowledge_context": {"story_id": BAD_UUID},
+    "knowledge_create": {"title": "t", "body": "b", "category": "rumour"},
+    "knowledge_publish": {"article_id": BAD_UUID},
+    "knowledge_bulk_publish": {"article_ids": []},
+    "knowledge_unpublish": {"article_id": BAD_UUID},
+    "knowledge_archive": {"article_id": BAD_UUID},
+    "knowledge_delete": {"article_id": BAD_UUID},
+    "knowledge_drafts": {"offset": -1},
+    "knowledge_lint": {"stale_days": 0},
+    "knowledge_export": {"project_id": BAD_UUID},
+    "knowledge_ingest": {"text": ""},
+    "knowledge_ingest_batch": {"items": [{"title": "no text"}]},
+    "knowledge_ingestion_jobs": {"status": "lost"},
+    "knowledge_analytics_top": {"days": 0},
+    "knowledge_article_stats": {"article_id": BAD_UUID},
+    "knowledge_agent_usage": {"days": 100000},
+    "knowledge_unused_articles": {"days": -1},
 }
 
 

@@ -159,3 +159,49 @@ def test_every_tool_answers_through_its_real_route(world: dict[str, Any]) -> Non
                                              {"project_id": created["id"]})).is_error
 
     anyio.run(run)
+
+
+def test_knowledge_tools_answer_through_their_real_routes(world: dict[str, Any],
+                                                          tmp_path: Any) -> None:
+    url = world["server"].base_url
+
+    async def run() -> None:
+        async with http_session(url, world["user"].raw) as user:
+            made = structured(await user.call_tool("knowledge_create", {
+                "title": "Lock rows in a consistent order", "category": "convention",
+                "body": "Sort ids before SELECT ... FOR UPDATE to avoid deadlocks.",
+                "tags": ["postgres"]}))
+            aid = made["id"]
+            assert made["status"] == "draft"
+            drafts = structured(await user.call_tool("knowledge_drafts", {}))
+            assert [a["id"] for a in drafts["articles"]] == [aid]
+            published = structured(await user.call_tool("knowledge_publish",
+                                                         {"article_id": aid}))
+            assert published["status"] == "published"
+            found = structured(await user.call_tool("knowledge_search", {
+                "query": "deadlocks", "mode": "keyword"}))
+            assert [a["id"] for a in found["articles"]] == [aid]
+            got = structured(await user.call_tool("knowledge_get", {"article_id": aid}))
+            assert "FOR UPDATE" in got["article"]["body"]
+            for name, args in (
+                ("knowledge_index", {}), ("knowledge_context", {"story_id": world["story_id"]}),
+                ("knowledge_lint", {}), ("knowledge_ingestion_jobs", {}),
+                ("knowledge_ingest", {"text": "Always pin torch to the CPU build."}),
+                ("knowledge_ingest_batch", {"items": [{"text": "Prefer SKIP LOCKED queues."}]}),
+                ("knowledge_analytics_top", {}), ("knowledge_article_stats", {"article_id": aid}),
+                ("knowledge_agent_usage", {}), ("knowledge_unused_articles", {}),
+                ("knowledge_bulk_publish", {"article_ids": [aid]}),
+                ("knowledge_unpublish", {"article_id": aid}),
+                ("knowledge_archive", {"article_id": aid}),
+            ):
+                result = await user.call_tool(name, args)
+                assert not result.is_error, (name, result.content[0].text)
+            exported = structured(await user.call_tool("knowledge_export", {}))
+            assert "_index.md" in exported["data"]["first_files"]
+            refused = await user.call_tool("knowledge_export", {"path": str(tmp_path / "v.zip")})
+            assert refused.is_error and "path_not_allowed" in refused.content[0].text
+            assert not (await user.call_tool("knowledge_delete", {"article_id": aid})).is_error
+            gone = await user.call_tool("knowledge_get", {"article_id": aid})
+            assert gone.is_error and "not_found" in gone.content[0].text
+
+    anyio.run(run)

@@ -79,6 +79,22 @@ class LoopctlApi:
         json: Any = None,
         params: Mapping[str, Any] | None = None,
     ) -> Any:
+        resp = await self._request(keys, role, method, path, json=json, params=params)
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "data" in body:
+            return body["data"] if "meta" not in body else body
+        return body
+
+    async def fetch_bytes(self, keys: KeyRing, role: KeyRole, path: str,
+                          params: Mapping[str, Any] | None = None) -> bytes:
+        return (await self._request(keys, role, "GET", path, params=params)).content
+
+    async def _request(self, keys: KeyRing, role: KeyRole, method: str, path: str, *,
+                       json: Any = None, params: Mapping[str, Any] | None = None
+                       ) -> httpx.Response:
         key = keys.key_for(role)
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         async with httpx.AsyncClient(base_url=self.server, timeout=30,
@@ -89,18 +105,16 @@ class LoopctlApi:
             except httpx.HTTPError as exc:
                 raise ToolError(f"unreachable: cannot reach loopctl at {self.server}: {exc}"
                                 ) from None
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
         if resp.status_code >= 400:
-            error = (body or {}).get("error", body) if isinstance(body, dict) else None
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            error = body.get("error", body) if isinstance(body, dict) else None
             if isinstance(error, dict):
                 code = error.get("code") or f"http_{resp.status_code}"
                 message = error.get("message") or resp.reason_phrase
                 hint = f" (hint: {error['hint']})" if error.get("hint") else ""
                 raise ToolError(f"{code}: {message}{hint}")
             raise ToolError(f"http_{resp.status_code}: {resp.text[:200]}")
-        if isinstance(body, dict) and "data" in body:
-            return body["data"] if "meta" not in body else body
-        return body
+        return resp

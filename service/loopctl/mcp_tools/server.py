@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from loopctl import __version__
 from loopctl.mcp_tools.client import KeyRing, KeyRole, LoopctlApi
+from loopctl.mcp_tools.knowledge import register_knowledge_tools
 
 LIST_CAP = 20
 
@@ -127,6 +128,30 @@ SYSTEM_ARTICLES = {
 }
 
 
+class Calls:
+    """Tool-side access to the API: the key for this request, then one HTTP call."""
+
+    def __init__(self, api: LoopctlApi, env_keys: KeyRing) -> None:
+        self.api = api
+        self.env_keys = env_keys
+
+    def keys(self, ctx: Context | None) -> KeyRing:
+        headers = ctx.headers if ctx is not None else None
+        auth = (headers or {}).get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            return KeyRing(bearer=auth[7:].strip())
+        return self.env_keys
+
+    async def call(self, ctx: Context | None, role: KeyRole, method: str, path: str,
+                   json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        return await self.api.call(self.keys(ctx), role, method, path, json=json,
+                                   params=params)
+
+    async def raw(self, ctx: Context | None, role: KeyRole, path: str,
+                  params: dict[str, Any] | None = None) -> bytes:
+        return await self.api.fetch_bytes(self.keys(ctx), role, path, params=params)
+
+
 def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
     """All tools of SPEC §11 except the knowledge ones (they come with the wiki)."""
     mcp = MCPServer(
@@ -134,16 +159,8 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         instructions="Drive loopctl stories through their chain of custody. Each tool uses "
                      "the key its role needs (agent, orchestrator or user).")
 
-    def keys(ctx: Context | None) -> KeyRing:
-        headers = ctx.headers if ctx is not None else None
-        auth = (headers or {}).get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return KeyRing(bearer=auth[7:].strip())
-        return env_keys
-
-    async def call(ctx: Context | None, role: KeyRole, method: str, path: str,
-                   json: Any = None, params: dict[str, Any] | None = None) -> Any:
-        return await api.call(keys(ctx), role, method, path, json=json, params=params)
+    calls = Calls(api, env_keys)
+    call = calls.call
 
     async def transition(ctx: Context, role: KeyRole, story_id: UUID, action: str,
                          body: dict[str, Any] | None = None) -> Transition:
@@ -454,4 +471,5 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         chosen = [topic] if topic else list(SYSTEM_ARTICLES)
         return ItemList(items=[{"topic": t, "body": SYSTEM_ARTICLES[t]} for t in chosen])
 
+    register_knowledge_tools(mcp, calls)
     return mcp
