@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Test-only system packages, idempotently (needs root; scripts/bootstrap.sh --test runs it):
-# headless Chromium and its driver, for the browser tests (passkey signup with the DevTools
-# virtual authenticator). Other areas add their test-only packages to the list below.
+# Test-only system packages, idempotently (root, Debian): headless Chromium for the
+# Swagger UI check (tests/test_http_swagger_ui.py). Called by scripts/bootstrap.sh --test.
 set -euo pipefail
-packages=(chromium chromium-driver)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if command -v chromium >/dev/null 2>&1; then
+  exit 0
 fi
-command -v chromium >/dev/null
+if [ "$(id -u)" != 0 ]; then
+  echo "provision-test: run as root to install chromium" >&2
+  exit 2
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+chromium --version
