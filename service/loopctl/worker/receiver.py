@@ -4,6 +4,7 @@ not our own signing code), deduplicates by webhook-id and can misbehave on purpo
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body are separate writes: without this, Nagle plus delayed
+                # ACKs stall every keep-alive response by ~40 ms.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 receiver._handle(self)
