@@ -12,12 +12,15 @@
 
 set role loopctl_audit;
 
--- Columns never copied into the trail (secrets and their hashes). Other areas name their
--- secret columns like this, or mark the whole table '[no-audit]'.
-create or replace function audit.redact(p_row jsonb) returns jsonb
+-- Columns never copied into the trail: secrets and their hashes by name (other areas name
+-- their secret columns like this, or mark the whole table '[no-audit]'), plus the table's
+-- own list (p_extra: derived columns — vector and tsvector types — and columns whose
+-- comment contains '[no-audit]'), computed when the trigger is attached.
+drop function if exists audit.redact(jsonb);
+create or replace function audit.redact(p_row jsonb, p_extra text[] default '{}') returns jsonb
 language sql immutable parallel safe as $$
   select p_row - array['key_hash', 'secret', 'secret_hash', 'token_hash', 'password_hash',
-                       'client_secret', 'signing_secret']
+                       'client_secret', 'signing_secret'] - coalesce(p_extra, '{}')
 $$;
 
 -- Columns whose change alone is bookkeeping, not a state change (an update touching only
@@ -42,7 +45,8 @@ language sql immutable parallel safe as $$
 $$;
 
 -- The row trigger on app tables. Arguments (fixed at attach time, so no catalog lookups per
--- row): entity type, tenant column, id column ('' if none), project column ('' if none).
+-- row): entity type, tenant column, id column ('' if none), project column ('' if none),
+-- columns left out of the states (a text[] literal).
 -- SECURITY DEFINER as loopctl_audit: the writer (an API function running as loopctl_owner,
 -- or the signup path) needs no privilege on the audit schema at all.
 create or replace function audit.record_change() returns trigger
@@ -59,10 +63,10 @@ declare
   v_entry_id  bigint;
 begin
   if tg_op <> 'INSERT' then
-    v_old := audit.redact(to_jsonb(old));
+    v_old := audit.redact(to_jsonb(old), tg_argv[4]::text[]);
   end if;
   if tg_op <> 'DELETE' then
-    v_new := audit.redact(to_jsonb(new));
+    v_new := audit.redact(to_jsonb(new), tg_argv[4]::text[]);
   end if;
   if tg_op = 'UPDATE' and audit.significant(v_old) = audit.significant(v_new) then
     return null;  -- nothing changed
@@ -351,6 +355,7 @@ declare
   v_tenant_col text;
   v_id_col text;
   v_project_col text;
+  v_skip_cols text[];
 begin
   for t in
     select c.oid, c.oid::regclass as tbl, c.relname,
@@ -370,10 +375,17 @@ begin
                      then 'id' else '' end;
     v_project_col := case when t.relname = 'projects' then 'id'
                           when 'project_id' = any (t.cols) then 'project_id' else '' end;
+    v_skip_cols := array(
+      select a.attname::text from pg_attribute a
+       where a.attrelid = t.oid and a.attnum > 0 and not a.attisdropped
+         and (format_type(a.atttypid, null) in ('tsvector', 'vector', 'public.vector')
+              or coalesce(col_description(t.oid, a.attnum), '') like '%[no-audit]%')
+       order by a.attnum);
     execute format(
       'create trigger audit_record_change after insert or update or delete on %s '
-      'for each row execute function audit.record_change(%L, %L, %L, %L)',
-      t.tbl, audit.entity_type_for(t.relname), v_tenant_col, v_id_col, v_project_col);
+      'for each row execute function audit.record_change(%L, %L, %L, %L, %L)',
+      t.tbl, audit.entity_type_for(t.relname), v_tenant_col, v_id_col, v_project_col,
+      v_skip_cols::text);
   end loop;
 end
 $$;

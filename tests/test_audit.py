@@ -121,11 +121,19 @@ def test_every_tenant_table_is_audited_unless_marked_no_audit(db: Conn) -> None:
     wrong = [name for name, no_audit, audited in rows if audited == no_audit]
     assert wrong == []
     assert ("events", True, False) in rows
+    # knowledge articles: the embedding and the search vector are derived, never copied
+    args = db.execute("select encode(tgargs, 'escape') from pg_trigger "
+                      "where tgrelid = 'app.articles'::regclass "
+                      "and tgname = 'audit_record_change'").fetchone()
+    assert args is not None and "embedding" in args[0]
 
 
 def test_a_table_added_later_is_covered_when_functions_are_reapplied(db: Conn) -> None:
     db.execute("create table app.widgets (tenant_id uuid not null, id uuid not null "
-               "default gen_random_uuid(), project_id uuid, primary key (tenant_id, id))")
+               "default gen_random_uuid(), project_id uuid, name text, "
+               "embedding public.vector(3), body_tsv tsvector, scratch text, "
+               "primary key (tenant_id, id))")
+    db.execute("comment on column app.widgets.scratch is 'cache [no-audit]'")
     db.execute("create table app.noisy (tenant_id uuid not null, n int)")
     db.execute("comment on table app.noisy is 'scratch [no-audit]'")
     from loopctl.config import REPO_ROOT
@@ -134,9 +142,15 @@ def test_a_table_added_later_is_covered_when_functions_are_reapplied(db: Conn) -
     db.execute(audit_sql)  # what re-applying the functions change does
     t = create_tenant(db)
     mark = last_entry_id(db)
-    db.execute("insert into app.widgets (tenant_id) values (%s)", (t.id,))
+    db.execute("insert into app.widgets (tenant_id, name, embedding, body_tsv, scratch) "
+               "values (%s, 'w', '[1,2,3]', 'a b', 'x')", (t.id,))
     db.execute("insert into app.noisy (tenant_id, n) values (%s, 1)", (t.id,))
-    assert [e["entity_type"] for e in entries(db, t.id, mark)] == ["widget"]
+    [widget] = entries(db, t.id, mark)
+    assert widget["entity_type"] == "widget"
+    # derived columns (vector, tsvector) and '[no-audit]' columns stay out of the trail
+    assert set(widget["new_state"]) == {"tenant_id", "id", "project_id", "name"}
+    db.execute("update app.widgets set embedding = '[3,2,1]', scratch = 'y'")
+    assert len(entries(db, t.id, mark)) == 1  # a change of only those is not a change
 
 
 def test_entity_types_and_project_ids(db: Conn) -> None:
