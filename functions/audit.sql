@@ -599,8 +599,8 @@ begin
           or (coalesce(e.new_state, e.old_state) ? 'story_id'
               and coalesce(e.new_state, e.old_state) ->> 'story_id' = story_history.story_id::text));
 
-  return jsonb_build_object('data', jsonb_build_object(
-    'story_id', story_history.story_id, 'entries', v_entries));
+  return jsonb_build_object('data', v_entries,
+                            'meta', jsonb_build_object('story_id', story_history.story_id));
 end
 $$;
 

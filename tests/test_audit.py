@@ -440,7 +440,7 @@ def test_story_history_replays_the_custody_chain(db: Conn) -> None:
         history = call(c, "select api.story_history(%s)", (story.id,))["data"]
     got = [(e["action"], e["entity_type"], e["actor"]["agent_id"],
             (e["from"] or {}).get("agent_status"), (e["to"] or {}).get("agent_status"))
-           for e in history["entries"]]
+           for e in history]
     assert got == [
         ("insert", "story", None, None, "pending"),
         ("story.contract", "story", impl.agent_id, "pending", "contracted"),
@@ -450,9 +450,9 @@ def test_story_history_replays_the_custody_chain(db: Conn) -> None:
         ("story.review_complete", "review", orch.agent_id, None, None),
         ("story.verify", "story", orch.agent_id, "reported_done", "reported_done"),
     ]
-    seqs = [e["seq"] for e in history["entries"]]
+    seqs = [e["seq"] for e in history]
     assert seqs == sorted(seqs) and None not in seqs
-    verify = history["entries"][-1]
+    verify = history[-1]
     assert verify["to"]["verified_status"] == "verified"
     assert verify["changes"] == {"verified_status": {"from": "unverified", "to": "verified"}}
 
@@ -468,7 +468,7 @@ def test_story_history_404_for_unknown_or_other_tenants_story(db: Conn) -> None:
     db.execute("delete from app.stories where id = %s", (story.id,))
     with as_key(db, a.user_key) as c:
         history = call(c, "select api.story_history(%s)", (story.id,))["data"]
-    assert [e["action"] for e in history["entries"]] == ["insert", "delete"]
+    assert [e["action"] for e in history] == ["insert", "delete"]
 
 
 def test_entries_json_is_stable_text(db: Conn) -> None:
@@ -495,7 +495,7 @@ def test_real_lifecycle_history_names_each_actor_and_the_chain_verifies(db: Conn
     assert reply.status == 200, reply
 
     with as_key(db, w.implementer) as c:
-        history = call(c, "select api.story_history(%s)", (sid,))["data"]["entries"]
+        history = call(c, "select api.story_history(%s)", (sid,))["data"]
     story_steps = [(e["action"], e["actor"]["agent_id"]) for e in history
                    if e["entity_type"] == "story" and e["action"].startswith("story.")]
     assert story_steps == [
@@ -529,7 +529,7 @@ def test_a_refused_self_report_is_in_the_trail(db: Conn) -> None:
     refused = sm_call(db, w.implementer, "report_story", story_id=sid)
     assert (refused.status, refused.code) == (409, "self_report_blocked")
     with as_key(db, w.orchestrator) as c:
-        history = call(c, "select api.story_history(%s)", (sid,))["data"]["entries"]
+        history = call(c, "select api.story_history(%s)", (sid,))["data"]
     [violation] = [e for e in history if e["entity_type"] == "custody_violation"]
     assert violation["actor"]["agent_id"] == w.implementer.agent_id
     assert violation["new_state"]["code"] == "self_report_blocked"

@@ -256,7 +256,7 @@ def test_reads_work_in_a_read_only_transaction(db: Conn) -> None:
         page = call(db, "select api.changes()")
         assert [e["cursor"] for e in page["data"]] == [1, 2]  # the 3 new ones are unsealed
         assert call(db, "select api.verify_audit_chain()")["data"]["unsealed"] == 3
-        history = call(db, "select api.story_history(%s)", (story.id,))["data"]["entries"]
+        history = call(db, "select api.story_history(%s)", (story.id,))["data"]
         assert [(e["action"], e["seq"]) for e in history] == [("insert", None)]
     call(db, "select audit.seal_all()")
     assert len(feed(db, t.user_key)["data"]) == 5
