@@ -44,7 +44,7 @@ def test_api_v1_conforms_to_its_openapi(server: ServerProcess, module_db: str) -
          "-H", f"Authorization: Bearer {tenant.user_key.raw}",
          "--max-examples", "4", "--seed", "4", "--generation-deterministic",
          "--phases", "examples,coverage,fuzzing", "--suppress-health-check", "all",
-         "--request-timeout", "30", "--workers", "2", "--no-color"],
+         "--request-timeout", "30", "--workers", "1", "--no-color"],
         capture_output=True, text=True, timeout=600, check=False)
     # The full report, for a failure: the runtime errors section comes before the summary.
     errors = proc.stdout.find("ERRORS")
