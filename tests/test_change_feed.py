@@ -260,3 +260,42 @@ def test_reads_work_in_a_read_only_transaction(db: Conn) -> None:
         assert [(e["action"], e["seq"]) for e in history] == [("insert", None)]
     call(db, "select audit.seal_all()")
     assert len(feed(db, t.user_key)["data"]) == 5
+
+
+def test_feed_history_and_verify_over_http(module_db: str) -> None:
+    """The same contract through `loopctl serve`: list envelope with the cursor fields,
+    422 for bad arguments, 403 for an agent at verify, the first broken link named."""
+    from gateway_helpers import Client, error_code, serve
+
+    with psycopg.connect(module_db, autocommit=True) as db:
+        t = create_tenant(db)
+        agent = create_agent_key(db, t.id, "agent", "impl-http")
+        story = make_story(db, t.id)
+        with serve(module_db) as server:
+            user, impl = Client(server.base_url, t.user_key), Client(server.base_url, agent)
+            seen: list[int] = []
+            since = "0"
+            while True:
+                r = impl.get("/api/v1/changes", params={"since": since, "limit": 2})
+                assert r.status_code == 200, r.text
+                body = r.json()
+                seen += [e["cursor"] for e in body["data"]]
+                since = str(body["next_cursor"])
+                if not body["meta"]["has_more"]:
+                    break
+            assert seen == list(range(1, 8))  # tenant, 2 keys, agent, project, epic, story
+            for params in ({"limit": 0}, {"since": "yesterday"}):
+                r = impl.get("/api/v1/changes", params=params)
+                assert r.status_code == 422, r.text
+            r = impl.get(f"/api/v1/stories/{story.id}/history")
+            assert r.status_code == 200, r.text
+            assert [e["action"] for e in r.json()["data"]] == ["insert"]
+            assert impl.get("/api/v1/audit/verify").status_code == 403
+            assert user.get("/api/v1/audit/verify").json()["data"]["ok"] is True
+            db.execute("update audit.entries set action = 'forged' where entity_id = %s",
+                       (story.id,))
+            broken = user.get("/api/v1/audit/verify").json()["data"]["first_broken"]
+            assert broken["reason"] == "entry_hash_mismatch" and broken["seq"] == 7
+            r = user.get("/api/v1/audit", params={"entity_type": "story"})
+            assert r.status_code == 200 and len(r.json()["data"]) == 1
+            assert error_code(impl.get("/api/v1/audit")) == "insufficient_role"
