@@ -512,12 +512,13 @@ begin
     perform app.raise_error(422, 'invalid_input', 'findings must be a JSON array (at most 1 MB)',
                             jsonb_build_object('field', 'findings'));
   end if;
+  -- Set before the first write, so the review/result rows carry the action too.
+  perform set_config('loopctl.audit_action', 'story.review_complete', true);
   insert into app.reviews (tenant_id, story_id, reviewer_agent_id, reviewer_key_id, review_type,
                            findings_count, fixes_count, disproved_count, summary, findings)
   values (s.tenant_id, s.id, p_me.agent_id, p_me.key_id, p_review_type, p_findings_count,
           p_fixes_count, p_disproved_count, p_summary, coalesce(p_findings, '[]'))
   returning * into r;
-  perform set_config('loopctl.audit_action', 'story.review_complete', true);
   update app.stories set updated_at = now()
    where tenant_id = s.tenant_id and id = s.id
   returning * into n;
@@ -578,11 +579,12 @@ begin
   end if;
   select coalesce(max(iteration), 0) + 1 into v_iteration from app.verification_results
    where tenant_id = s.tenant_id and story_id = s.id;
+  -- Set before the first write, so the review/result rows carry the action too.
+  perform set_config('loopctl.audit_action', 'story.verify', true);
   insert into app.verification_results (tenant_id, story_id, iteration, result, summary,
                                         review_type, verifier_agent_id, verifier_key_id)
   values (s.tenant_id, s.id, v_iteration, p_result, p_summary, p_review_type, p_me.agent_id,
           p_me.key_id);
-  perform set_config('loopctl.audit_action', 'story.verify', true);
   update app.stories set verified_status = 'verified', verified_by_agent_id = p_me.agent_id,
          verified_at = now(), updated_at = now()
    where tenant_id = s.tenant_id and id = s.id
@@ -631,6 +633,7 @@ begin
   end;
   select coalesce(max(iteration), 0) + 1 into v_iteration from app.verification_results
    where tenant_id = s.tenant_id and story_id = s.id;
+  perform set_config('loopctl.audit_action', 'story.reject', true);
   insert into app.verification_results (tenant_id, story_id, iteration, result, summary,
                                         findings, verifier_agent_id, verifier_key_id)
   values (s.tenant_id, s.id, v_iteration, 'reject', p_reason,
@@ -638,7 +641,6 @@ begin
                when jsonb_typeof(p_findings) = 'object' then jsonb_build_array(p_findings)
                else '[]'::jsonb end,
           p_me.agent_id, p_me.key_id);
-  perform set_config('loopctl.audit_action', 'story.reject', true);
   update app.stories set verified_status = 'rejected', rejected_at = now(), updated_at = now(),
          agent_status = case when v_auto_reset then 'pending' else agent_status end,
          assigned_agent_id = case when v_auto_reset then null else assigned_agent_id end,
