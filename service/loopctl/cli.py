@@ -41,7 +41,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     background = (BackgroundWorker(url, settings).start()
                   if settings.worker_in_serve and not settings.database_url else None)
     try:
-        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(settings, url), host=host, port=port, log_level="info",
+                    access_log=settings.access_log)
     finally:
         if background is not None:
             background.stop()

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     # External Postgres (superuser or owner URL used for migrations). Empty: embedded cluster.
     database_url: str = ""
     host: str = "127.0.0.1"
+    # One log line per request costs the gateway measurable throughput; a reverse proxy
+    # usually keeps the access log. LOOPCTL_ACCESS_LOG=true turns uvicorn's back on.
+    access_log: bool = False
     port: int = 8000
     # Embedded cluster: data lives here; relative paths are taken from the working directory.
     data_dir: Path = Path(".loopctl")
