@@ -99,3 +99,22 @@ def test_embedded_serve_migrates_and_keeps_data_across_restarts(tmp_path: Path) 
             assert os.stat(f"/proc/{pid}").st_uid != 0
     finally:
         run_cli("db", "stop", env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preload", ["true", "false"])
+def test_served_embedding_model_is_loaded_at_startup_unless_disabled(
+        fresh_db: str, preload: str) -> None:
+    import time
+
+    env = {"LOOPCTL_DATABASE_URL": fresh_db, "LOOPCTL_EMBEDDINGS_PRELOAD": preload}
+    with ServerProcess(env) as server:
+        deadline = time.monotonic() + 120
+        state = httpx.get(server.base_url + "/health").json()["embeddings"]
+        while preload == "true" and state != "loaded" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            state = httpx.get(server.base_url + "/health").json()["embeddings"]
+        if preload == "false":
+            time.sleep(2)
+            state = httpx.get(server.base_url + "/health").json()["embeddings"]
+    assert state == ("loaded" if preload == "true" else "not_loaded")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.open(wait=False)
         await gateway.start(app)
+        if serves_local_model and settings.embeddings_preload:
+            threading.Thread(target=LocalEmbedder.preload, name="embeddings-preload",
+                             daemon=True).start()
         try:
             async with mcp_running:
                 yield
@@ -44,7 +48,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.include_router(health.router)
     mcp_running = mount_mcp(app)
     app.include_router(signup_router)
-    if settings.embeddings_serve and not settings.embeddings_url:
+    serves_local_model = settings.embeddings_serve and not settings.embeddings_url
+    if serves_local_model:
         app.include_router(embeddings_router(LocalEmbedder(), settings.embeddings_api_key))
     gateway.install(app, settings, database_url)  # /api/v1, /rpc, PostgREST views, docs
     app.router.routes.extend(knowledge_http.routes)  # the vault ZIP export

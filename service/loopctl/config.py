@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     embeddings_model: str = "all-MiniLM-L6-v2"
     embeddings_api_key: str = ""
     embeddings_serve: bool = True
+    # Load the served model at startup (in the background) so the first semantic search
+    # does not wait seconds for it and fall back to keyword; tests turn it off.
+    embeddings_preload: bool = True
     # Extraction: empty = the deterministic extractor; else an OpenAI-compatible chat
     # completions URL or Anthropic messages URL (llm_provider = openai | anthropic).
     llm_url: str = ""

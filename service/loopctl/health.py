@@ -46,9 +46,20 @@ def read_health(conn: psycopg.Connection[Any]) -> dict[str, Any]:
     }
 
 
+def embeddings_status(request: Request) -> str:
+    """'loaded' / 'not_loaded' for the model this process serves, else 'external'."""
+    settings = request.app.state.settings
+    if settings.embeddings_url or not settings.embeddings_serve:
+        return "external"
+    from loopctl.knowledge.embeddings import LocalEmbedder
+
+    return "loaded" if LocalEmbedder.loaded() else "not_loaded"
+
+
 @router.get("/health", tags=["discovery"], summary="Service and database health")
 def health(request: Request) -> JSONResponse:
-    body: dict[str, Any] = {"status": "ok", "version": __version__}
+    body: dict[str, Any] = {"status": "ok", "version": __version__,
+                            "embeddings": embeddings_status(request)}
     try:
         with request.app.state.pool.connection(timeout=5) as conn:
             body |= {"database": "ok"} | read_health(conn)

@@ -154,7 +154,8 @@ class ServerProcess:
     def __init__(self, env: dict[str, str], *args: str, port: int | None = None) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._env = dict(os.environ, **env)
+        # Dozens of test servers need not each load the embedding model at startup.
+        self._env = dict(os.environ, **{"LOOPCTL_EMBEDDINGS_PRELOAD": "false", **env})
         self._args = args
         # The log outlives this call: it is read on failure and removed by stop().
         self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115

