@@ -20,7 +20,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def server(module_db: str) -> Iterator[ServerProcess]:
-    with serve(module_db) as s:
+    # The access log is this test's evidence that the assets came from this server.
+    with serve(module_db, LOOPCTL_ACCESS_LOG="true") as s:
         yield s
 
 
