@@ -261,14 +261,14 @@ def create_agent_key(admin: psycopg.Connection[Any], tenant_id: str, role: str,
     agent_id = None
     with admin.transaction():
         if agent_name:
-            agent_id = str(uuid.uuid4())
-            admin.execute(
-                "insert into app.agents (tenant_id, id, name, agent_type, lineage) "
-                "values (%s, %s, %s, %s, array[%s::uuid])",
-                (tenant_id, agent_id, agent_name,
-                 agent_type or ("orchestrator" if role == "orchestrator" else "implementer"),
-                 agent_id),
-            )
+            # The same function the API uses, so the lineage rule lives in one place.
+            agent_row = admin.execute(
+                "select (app.insert_agent(%s, %s, %s)).id::text",
+                (tenant_id, agent_name,
+                 agent_type or ("orchestrator" if role == "orchestrator" else "implementer")),
+            ).fetchone()
+            assert agent_row is not None
+            agent_id = agent_row[0]
         row = admin.execute(
             "select app.mint_key(%s, %s, %s, %s, %s::timestamptz)",
             (tenant_id, agent_name or f"{role}-key", role, agent_id, expires_at),

@@ -16,10 +16,11 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
+from loopctl.mcp_tools.shaping import LIST_CAP, unwrap
+
 if TYPE_CHECKING:
     from loopctl.mcp_tools.server import Calls
 
-LIST_CAP = 20
 BODY_CAP = 20000
 
 ArticleId = Annotated[UUID, Field(description="the article's id (UUID)")]
@@ -65,22 +66,6 @@ class Report(BaseModel):
     data: dict[str, Any]
 
 
-def _unwrap(payload: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(rows, meta) from a list envelope {data, meta} or a bare list/object."""
-    meta: dict[str, Any] = {}
-    if isinstance(payload, dict) and "meta" in payload:
-        meta = payload.get("meta") or {}
-        payload = payload.get("data")
-    if isinstance(payload, dict):
-        for key in ("articles", "results", "items", "data", "jobs"):
-            if isinstance(payload.get(key), list):
-                meta = {**payload, **meta}
-                payload = payload[key]
-                break
-    rows = [r for r in (payload or []) if isinstance(r, dict)] if isinstance(payload, list) else []
-    return rows, meta
-
-
 def _brief(row: dict[str, Any]) -> ArticleBrief:
     art = row.get("article") if isinstance(row.get("article"), dict) else row
     snippet = row.get("snippet") or row.get("headline")
@@ -94,14 +79,14 @@ def _brief(row: dict[str, Any]) -> ArticleBrief:
 
 
 def _article_list(payload: Any) -> ArticleList:
-    rows, meta = _unwrap(payload)
+    rows, meta = unwrap(payload)
     return ArticleList(articles=[_brief(r) for r in rows[:LIST_CAP]],
                        has_more=bool(meta.get("has_more")) or len(rows) > LIST_CAP,
                        fallback=meta.get("fallback"))
 
 
 def _rows(payload: Any) -> Rows:
-    rows, meta = _unwrap(payload)
+    rows, meta = unwrap(payload)
     short = [{k: (v[:200] if isinstance(v, str) else v) for k, v in r.items()
               if k not in ("body", "embedding")} for r in rows[:LIST_CAP]]
     return Rows(items=short, has_more=bool(meta.get("has_more")) or len(rows) > LIST_CAP)

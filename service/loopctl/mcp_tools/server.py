@@ -16,8 +16,7 @@ from pydantic import BaseModel, Field
 from loopctl import __version__
 from loopctl.mcp_tools.client import KeyRing, KeyRole, LoopctlApi
 from loopctl.mcp_tools.knowledge import register_knowledge_tools
-
-LIST_CAP = 20
+from loopctl.mcp_tools.shaping import LIST_CAP, first_page, short, unwrap
 
 StoryId = Annotated[UUID, Field(description="the story's id (UUID)")]
 ProjectId = Annotated[UUID, Field(description="the project's id (UUID)")]
@@ -78,36 +77,6 @@ class BulkResult(BaseModel):
 def _brief(story: dict[str, Any]) -> StoryBrief:
     return StoryBrief(**{k: (str(v) if v is not None else None)
                          for k, v in story.items() if k in StoryBrief.model_fields})
-
-
-def _rows(payload: Any) -> tuple[list[dict[str, Any]], bool]:
-    """(first LIST_CAP rows, has_more) from a list or a {data, meta} envelope."""
-    meta: dict[str, Any] = {}
-    if isinstance(payload, dict) and "data" in payload:
-        meta = payload.get("meta") or {}
-        payload = payload["data"]
-    rows = [r for r in (payload or []) if isinstance(r, dict)]
-    return rows[:LIST_CAP], bool(meta.get("has_more")) or len(rows) > LIST_CAP
-
-
-def _entries(payload: Any, *keys: str) -> list[dict[str, Any]]:
-    """The list inside a response: itself, its `data`, or one of `keys` of either."""
-    for _ in range(2):
-        if isinstance(payload, list):
-            return [r for r in payload if isinstance(r, dict)]
-        if not isinstance(payload, dict):
-            return []
-        found = next((payload[k] for k in keys if isinstance(payload.get(k), list)), None)
-        if found is not None:
-            return [r for r in found if isinstance(r, dict)]
-        payload = payload.get("data")
-    return []
-
-
-def _short(row: dict[str, Any], limit: int = 200) -> dict[str, Any]:
-    """Drop long text so list results stay small."""
-    return {k: (v[:limit] + "…" if isinstance(v, str) and len(v) > limit else v)
-            for k, v in row.items() if not isinstance(v, dict | list) or k in ("next_actions",)}
 
 
 SYSTEM_ARTICLES = {
@@ -175,7 +144,7 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
 
     @mcp.tool(description="Projects of the tenant (at most 20).")
     async def list_projects(ctx: Context) -> ProjectList:
-        rows, more = _rows(await call(ctx, "any", "GET", "/api/v1/projects"))
+        rows, more = first_page(await call(ctx, "any", "GET", "/api/v1/projects"))
         return ProjectList(projects=[ProjectBrief(**{k: str(r[k]) if r.get(k) is not None
                                                      else None for k in ProjectBrief.model_fields
                                                      if k in r}) for r in rows],
@@ -258,13 +227,13 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
             "project_id": str(project_id), "agent_status": agent_status,
             "verified_status": verified_status, "epic_id": str(epic_id) if epic_id else None,
             "limit": LIST_CAP, "offset": offset})
-        rows, more = _rows(payload)
+        rows, more = first_page(payload)
         total = (payload.get("meta") or {}).get("total") if isinstance(payload, dict) else None
         return StoryList(stories=[_brief(r) for r in rows], total=total, has_more=more)
 
     @mcp.tool(description="Pending stories whose dependencies are all verified (at most 20).")
     async def list_ready_stories(ctx: Context, project_id: ProjectId) -> StoryList:
-        rows, more = _rows(await call(ctx, "any", "GET", "/api/v1/stories/ready",
+        rows, more = first_page(await call(ctx, "any", "GET", "/api/v1/stories/ready",
                                       params={"project_id": str(project_id)}))
         return StoryList(stories=[_brief(r) for r in rows], has_more=more)
 
@@ -278,7 +247,7 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         data = await call(ctx, "any", "GET", f"/api/v1/stories/{story_id}")
         criteria = data.get("acceptance_criteria") or (data.get("story") or {}).get(
             "acceptance_criteria") or []
-        return ItemList(items=[_short(c, 500) for c in criteria[:200]])
+        return ItemList(items=[short(c, 500) for c in criteria[:200]])
 
     # -- implementer workflow ------------------------------------------------------------
     @mcp.tool(description="Commit to a story's whole scope: its exact title and the number "
@@ -357,7 +326,7 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         data = await call(ctx, "orchestrator", "POST", f"/api/v1/epics/{epic_id}/verify-all",
                           json={"summary": summary, "review_type": review_type})
         return BulkResult(succeeded=data.get("succeeded", 0), failed=data.get("failed", 0),
-                          results=[_short(r) for r in data.get("results", [])[:50]])
+                          results=[short(r) for r in data.get("results", [])[:50]])
 
     # -- cost ---------------------------------------------------------------------------------
     @mcp.tool(description="Report tokens spent on a story (agent key; the agent comes from "
@@ -379,19 +348,19 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
     @mcp.tool(description="Per-agent cost ranking: tokens, stories, tokens/story, model, "
                           "budget % (at most 20 agents).")
     async def get_cost_summary(ctx: Context) -> ItemList:
-        rows, more = _rows(await call(ctx, "any", "GET", "/api/v1/analytics/agents"))
-        return ItemList(items=[_short(r) for r in rows], has_more=more)
+        rows, more = first_page(await call(ctx, "any", "GET", "/api/v1/analytics/agents"))
+        return ItemList(items=[short(r) for r in rows], has_more=more)
 
     @mcp.tool(description="Token usage reports of one story (at most 20).")
     async def get_story_token_usage(ctx: Context, story_id: StoryId) -> ItemList:
-        rows, more = _rows(await call(ctx, "any", "GET",
+        rows, more = first_page(await call(ctx, "any", "GET",
                                       f"/api/v1/stories/{story_id}/token-usage"))
-        return ItemList(items=[_short(r) for r in rows], has_more=more)
+        return ItemList(items=[short(r) for r in rows], has_more=more)
 
     @mcp.tool(description="Open cost anomalies (high_cost, suspiciously_low), at most 20.")
     async def get_cost_anomalies(ctx: Context) -> ItemList:
-        rows, more = _rows(await call(ctx, "any", "GET", "/api/v1/cost/anomalies"))
-        return ItemList(items=[_short(r) for r in rows], has_more=more)
+        rows, more = first_page(await call(ctx, "any", "GET", "/api/v1/cost/anomalies"))
+        return ItemList(items=[short(r) for r in rows], has_more=more)
 
     @mcp.tool(description="Set a token budget for a project, epic, story or agent.")
     async def set_token_budget(
@@ -413,9 +382,9 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         ctx: Context, offset: Annotated[int, Field(ge=0, le=10000)] = 0,
     ) -> ItemList:
         payload = await call(ctx, "any", "GET", "/api/v1/routes")
-        rows = _entries(payload, "routes")
+        rows, _ = unwrap(payload)
         page = rows[offset:offset + LIST_CAP]
-        return ItemList(items=[_short(r) for r in page if isinstance(r, dict)],
+        return ItemList(items=[short(r) for r in page],
                         has_more=len(rows) > offset + LIST_CAP)
 
     @mcp.tool(description="Spawn a sub-agent: a short-lived key sharing your lineage "
@@ -438,9 +407,9 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
         offset: Annotated[int, Field(ge=0, le=100000)] = 0,
     ) -> ItemList:
         payload = await call(ctx, "any", "GET", f"/api/v1/stories/{story_id}/history")
-        rows = _entries(payload, "entries", "history")
-        page = [r for r in rows if isinstance(r, dict)][offset:offset + LIST_CAP]
-        return ItemList(items=[_short(r) for r in page], has_more=len(rows) > offset + LIST_CAP)
+        rows, _ = unwrap(payload)
+        page = rows[offset:offset + LIST_CAP]
+        return ItemList(items=[short(r) for r in page], has_more=len(rows) > offset + LIST_CAP)
 
     @mcp.tool(description="Changes after a cursor (or ISO time), oldest first, at most 20.")
     async def get_changes(
@@ -455,7 +424,7 @@ def build_server(api: LoopctlApi, env_keys: KeyRing) -> MCPServer:
             "since": since, "project_id": str(project_id) if project_id else None,
             "entity_type": entity_type, "action": action, "limit": LIST_CAP})
         body = payload if isinstance(payload, dict) else {"data": payload}
-        return Result(data={"data": [_short(r) for r in (body.get("data") or [])][:LIST_CAP],
+        return Result(data={"data": [short(r) for r in (body.get("data") or [])][:LIST_CAP],
                             "has_more": body.get("has_more", False),
                             "next_cursor": body.get("next_cursor")})
 
